@@ -1,0 +1,165 @@
+"""Wiring an aiohttp Application from a Config: the request path of DESIGN §1, end to end."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from . import __version__
+from .accesslog import AccessLog, AccessRecord
+from .auth import Authenticator, bearer_token
+from .cache import IdentityCache
+from .config import Config
+from .errors import BadRequest, NoRoute, Refusal
+from .github import GitHubClient
+from .identity import Identity, token_id
+from .policy import CompiledRoute, RouteTable, normalise_path
+from .proxy import Forwarder, HeaderRules, request_id
+from .responses import refusal_response
+
+USER_AGENT = f"gateway/{__version__}"
+MAX_UPSTREAM_CONNECTIONS = 1000
+
+
+class Gateway:
+    """Everything one config needs at request time, built once; `handle` serves one request."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        upstream: aiohttp.ClientSession,
+        github: aiohttp.ClientSession,
+        access_log: AccessLog,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.routes = RouteTable(config.routes)
+        self.rules = HeaderRules(config)
+        self.github = GitHubClient(config.github, github, clock=clock, user_agent=USER_AGENT)
+        self.cache = IdentityCache(config.cache, self.github, clock=clock)
+        self.auth = Authenticator(self.cache, retry_after=self.github.retry_after)
+        self.forwarder = Forwarder(upstream, self.rules, max_body_size=config.server.max_body_size)
+        self.access_log = access_log
+        self._control_prefix = config.server.control_prefix
+        self._control: dict[str, Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]] = {
+            "/whoami": self._whoami,
+        }
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Serve one request; every refusal becomes its DESIGN §4 response; one access-log line."""
+        started = time.perf_counter()
+        record = AccessRecord(
+            request_id=request_id(request.headers),
+            client=self.rules.client_address(request),
+            method=request.method,
+        )
+        try:
+            response = await self._dispatch(request, record)
+        except Refusal as refusal:
+            response = refusal_response(refusal)
+            response.headers["X-Request-Id"] = record.request_id
+        finally:
+            record.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        record.status = response.status
+        record.bytes = response.body_length
+        self.access_log.write(record)
+        return response
+
+    async def _dispatch(self, request: web.BaseRequest, record: AccessRecord) -> web.StreamResponse:
+        raw_path, _, query = request.raw_path.partition("?")
+        path = normalise_path(raw_path)
+        record.path = path
+        prefix = self._control_prefix
+        if path.lower() == prefix.lower() or path.lower().startswith(prefix.lower() + "/"):
+            control = self._control.get(path[len(prefix) :].rstrip("/"))
+            if control is None:
+                raise NoRoute()
+            return await control(request)
+        route = self.routes.match(path)
+        if route is None:
+            raise NoRoute()
+        record.route = route.route.path
+        identity = await self._admit(request, route, record)
+        headers = self.rules.upstream_request_headers(request, identity, record.request_id)
+        target = route.upstream_target(path, query)
+        if _is_websocket(request):
+            return await self.forwarder.websocket(request, route, target, headers)
+        response = await self.forwarder.forward(request, route, target, headers)
+        record.upstream_status = response.status
+        return response
+
+    async def _admit(
+        self, request: web.BaseRequest, route: CompiledRoute, record: AccessRecord
+    ) -> Identity | None:
+        """The route's policy: authenticate as its auth mode says, then method, scopes, allow-lists."""
+        mode = route.route.auth
+        if mode == "none" or (route.route.skip_auth_preflight and _is_preflight(request)):
+            if len(request.headers.getall("Authorization", ())) > 1:
+                raise BadRequest("more than one Authorization header")
+            route.check_method(request.method)
+            return None
+        identity, digest = await self.auth.authenticate(request.headers, mode)
+        route.check_method(request.method)
+        if identity is not None and digest is not None:
+            record.user, record.token_id = identity.login, token_id(digest)
+            route.authorize(identity)
+        return identity
+
+    async def _whoami(self, request: web.BaseRequest) -> web.StreamResponse:
+        token = bearer_token(request.headers)
+        if token is None:
+            identity, _ = await self.auth.authenticate(request.headers, "required")
+        else:
+            identity = await self.auth.identify(token)
+        assert identity is not None
+        return web.json_response(identity.as_json(), dumps=json.dumps)
+
+
+def _is_websocket(request: web.BaseRequest) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket" and request.method == "GET"
+
+
+def _is_preflight(request: web.BaseRequest) -> bool:
+    headers = request.headers
+    return request.method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def build_app(
+    config: Config,
+    *,
+    access_log: AccessLog | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """An Application serving `config`; its HTTP sessions open on startup and close on cleanup."""
+    app = web.Application(handler_args={"max_field_size": 8190, "max_line_size": 8190})
+
+    async def sessions(app: web.Application) -> AsyncIterator[None]:
+        upstream = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=MAX_UPSTREAM_CONNECTIONS),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        # trust_env: GitHub may only be reachable through the HTTPS_PROXY of a corporate network
+        github = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
+        app[GATEWAY] = Gateway(
+            config, upstream=upstream, github=github, access_log=access_log or AccessLog(), clock=clock
+        )
+        yield
+        await upstream.close()
+        await github.close()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await request.app[GATEWAY].handle(request)
+
+    app.cleanup_ctx.append(sessions)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app

@@ -1,0 +1,90 @@
+"""A request's credentials → an `Identity`, or a typed refusal (DESIGN §3, §4)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+
+from multidict import CIMultiDictProxy
+
+from .cache import IdentityCache
+from .errors import (
+    AppCredentialsRejected,
+    BadRequest,
+    GitHubError,
+    InvalidToken,
+    ServiceUnavailable,
+    Unauthenticated,
+)
+from .identity import Identity, token_digest
+
+log = logging.getLogger("gateway.auth")
+
+MAX_TOKEN_LENGTH = 255  # GitHub's documented maximum
+# RFC 6750 b64token
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_SCHEMES = frozenset({"bearer", "token"})
+
+
+def bearer_token(headers: CIMultiDictProxy[str]) -> str | None:
+    """The token of the one `Authorization: Bearer|token <token>` header; None when there is none.
+
+    Raises BadRequest for two Authorization headers and InvalidToken for anything malformed, so that
+    nothing malformed ever reaches GitHub.
+    """
+    values = headers.getall("Authorization", ())
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest("more than one Authorization header")
+    scheme, _, token = values[0].partition(" ")
+    if scheme.lower() not in _SCHEMES or len(token) > MAX_TOKEN_LENGTH or not _B64TOKEN.fullmatch(token):
+        raise InvalidToken("the Authorization header is not a well-formed Bearer token")
+    return token
+
+
+class Authenticator:
+    """Turns a token into an identity through the cache, mapping every failure to a refusal."""
+
+    def __init__(
+        self,
+        cache: IdentityCache,
+        *,
+        retry_after: Callable[[], int],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._cache = cache
+        self._retry_after = retry_after
+        self._wall_clock = wall_clock
+
+    async def identify(self, token: str, digest: bytes | None = None) -> Identity:
+        """The identity behind a token, or InvalidToken / ServiceUnavailable."""
+        try:
+            identity = await self._cache.lookup(token, digest or token_digest(token))
+        except AppCredentialsRejected as exc:
+            raise ServiceUnavailable(
+                "the gateway cannot check tokens right now", retry_after=self._retry_after()
+            ) from exc
+        except GitHubError as exc:
+            raise ServiceUnavailable(
+                "GitHub is unavailable and this token is not cached", retry_after=self._retry_after()
+            ) from exc
+        if identity is None:
+            raise InvalidToken()
+        if identity.expires_at is not None and identity.expires_at <= self._wall_clock():
+            raise InvalidToken("the token has expired")
+        return identity
+
+    async def authenticate(
+        self, headers: CIMultiDictProxy[str], mode: str
+    ) -> tuple[Identity | None, bytes | None]:
+        """Identity (or None when anonymous) and token digest for a request under a route's auth mode."""
+        token = bearer_token(headers)
+        if token is None:
+            if mode == "required":
+                raise Unauthenticated()
+            return None, None
+        digest = token_digest(token)
+        return await self.identify(token, digest), digest

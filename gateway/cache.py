@@ -1,0 +1,113 @@
+"""The identity cache: an in-process TTL tier, negative and stale entries, single flight.
+
+Keys are SHA-256 digests of tokens; values are immutable `Identity` objects (or None for a token GitHub
+called invalid). A positive entry is fresh for `ttl`, never past the token's own `expires_at`; with
+`stale_if_error` it is kept that much longer and served only when GitHub gives no usable answer.
+Concurrent lookups of one uncached token share a single check call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from cachetools import TLRUCache
+
+from .config import CacheConfig
+from .errors import GitHubError
+from .identity import Identity
+
+
+class Checker(Protocol):
+    """Whatever answers "whose token is this?" (the GitHub client, or a fake in tests)."""
+
+    async def check(self, token: str) -> Identity | None: ...
+
+
+class _Entry:
+    __slots__ = ("fresh_until", "identity", "keep_until")
+
+    def __init__(self, identity: Identity | None, fresh_until: float, keep_until: float) -> None:
+        self.identity = identity
+        self.fresh_until = fresh_until
+        self.keep_until = keep_until
+
+
+def _keep_until(_key: bytes, entry: _Entry, _now: float) -> float:
+    return entry.keep_until
+
+
+class IdentityCache:
+    """Identity lookups by token digest, in front of a `Checker`."""
+
+    def __init__(
+        self,
+        config: CacheConfig,
+        checker: Checker,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._checker = checker
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._entries: TLRUCache[bytes, _Entry] = TLRUCache(config.max_entries, _keep_until, clock)
+        self._flights: dict[bytes, asyncio.Future[Identity | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def cached(self, digest: bytes) -> _Entry | None:
+        """The fresh entry for a digest, if any (no call to GitHub)."""
+        entry = self._entries.get(digest)
+        if entry is not None and entry.fresh_until > self._clock():
+            return entry
+        return None
+
+    async def lookup(self, token: str, digest: bytes) -> Identity | None:
+        """The identity for a token: from the cache, else from one shared check call.
+
+        Returns None for a token GitHub does not know. Raises `GitHubError` when GitHub gives no
+        usable answer and no stale identity may stand in.
+        """
+        entry = self.cached(digest)
+        if entry is not None:
+            return entry.identity
+        flight = self._flights.get(digest)
+        if flight is None:
+            flight = asyncio.ensure_future(self._fill(token, digest))
+            self._flights[digest] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(digest, None))
+        # shield: a caller that goes away must not cancel the check the others are waiting for
+        return await asyncio.shield(flight)
+
+    def evict(self, digest: bytes) -> None:
+        """Forget a token (logout, revocation)."""
+        self._entries.pop(digest, None)
+
+    async def _fill(self, token: str, digest: bytes) -> Identity | None:
+        try:
+            identity = await self._checker.check(token)
+        except GitHubError:
+            stale = self._entries.get(digest)
+            if stale is not None and stale.identity is not None:
+                return stale.identity
+            raise
+        return self._store(digest, identity)
+
+    def _store(self, digest: bytes, identity: Identity | None) -> Identity | None:
+        now = self._clock()
+        fresh = now + self._config.ttl
+        keep = fresh + self._config.stale_if_error
+        if identity is not None and identity.expires_at is not None:
+            expiry = now + (identity.expires_at - self._wall_clock())
+            fresh, keep = min(fresh, expiry), min(keep, expiry)
+            if fresh <= now:  # already expired: GitHub's clock and ours disagree; it is not valid here
+                identity = None
+        if identity is None:
+            fresh = keep = now + self._config.negative_ttl
+        self._entries[digest] = _Entry(identity, fresh, keep)
+        return identity

@@ -1,0 +1,68 @@
+"""The `gateway` command: a thin layer that parses arguments and hands them on (DESIGN §6)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__, config, demo, fake_github, server
+from .accesslog import configure_logging
+from .errors import ConfigError
+
+
+def _with_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        help=f"config file (default: ${config.ENV_PATH}, else ./{config.DEFAULT_PATH})",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _with_config(sub.add_parser("serve", help="run the gateway"))
+    check = sub.add_parser("check-config", help="validate a config file; exit 1 listing every problem")
+    _with_config(check)
+    check.add_argument("--schema", action="store_true", help="print the JSON Schema of gateway.yaml instead")
+    _with_config(sub.add_parser("demo", help="the gateway with a fake GitHub and an echo upstream"))
+    fake_github.add_arguments(sub.add_parser("fake-github", help="serve the fake GitHub alone"))
+    return parser
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    if args.schema:
+        sys.stdout.write(config.json_schema())
+        return 0
+    path = config.resolve_path(args.config)
+    try:
+        loaded = config.load(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"{path}: ok ({len(loaded.routes)} routes, {len(loaded.github.apps)} GitHub apps)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `gateway` and `python -m gateway`."""
+    args = _parser().parse_args(argv)
+    configure_logging()
+    if args.command == "check-config":
+        return _check_config(args)
+    if args.command == "fake-github":
+        return fake_github.run(args)
+    try:
+        if args.command == "demo":
+            return demo.main(args.config)
+        server.serve(config.load(args.config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            logging.getLogger("gateway").error("config: %s", problem)
+        return 2
+    return 0

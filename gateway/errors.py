@@ -1,0 +1,137 @@
+"""The gateway's one exception tree.
+
+    GatewayError
+    ├── ConfigError                 a config file that cannot be used (every problem at once)
+    ├── GitHubError                 GitHub gave no usable answer
+    │   ├── GitHubUnavailable       timeout, connection error, 5xx, 422, an answer off GitHub's schema
+    │   └── AppCredentialsRejected  401: the app's client_id/client_secret are wrong
+    └── Refusal                     a request the gateway answers itself (DESIGN §4)
+        ├── Unauthenticated         401, no credentials
+        ├── InvalidToken            401, malformed, invalid, expired or revoked token
+        ├── InsufficientScope       403 with the missing scopes
+        ├── Forbidden               403, user or method not allowed
+        ├── BadRequest              400
+        ├── NoRoute                 404
+        ├── PayloadTooLarge         413
+        ├── TooManyRequests         429
+        ├── ServiceUnavailable      503
+        ├── BadGateway              502
+        └── GatewayTimeout          504
+
+Foreign errors (aiohttp, pydantic, yaml) are translated at the boundary that meets them, with
+``raise … from exc``. A Refusal carries everything its response needs; `gateway.responses` is the one
+place that turns it into HTTP. No message here ever contains a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+REALM = 'Bearer realm="gateway"'
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A config file that cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class GitHubError(GatewayError):
+    """GitHub gave no usable answer."""
+
+
+class GitHubUnavailable(GitHubError):
+    """Timeout, connection error, 5xx, 422 or an answer that does not fit GitHub's schema."""
+
+    def __init__(self, message: str, *, status: int | None = None, details: object = None) -> None:
+        self.status = status
+        self.details = details
+        super().__init__(message)
+
+
+class AppCredentialsRejected(GitHubError):
+    """GitHub answered 401: the configured client_id/client_secret are wrong."""
+
+
+class Refusal(GatewayError):
+    """A request the gateway answers itself, with the status and body of DESIGN §4."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        self.message = message
+        self.headers = dict(headers or {})
+        super().__init__(message)
+
+
+class Unauthenticated(Refusal):
+    status, code = 401, "unauthenticated"
+
+    def __init__(self, message: str = "this route requires a GitHub token") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": REALM})
+
+
+class InvalidToken(Refusal):
+    status, code = 401, "invalid_token"
+
+    def __init__(self, message: str = "the token is malformed, invalid, expired or revoked") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": REALM + ', error="invalid_token"'})
+
+
+class InsufficientScope(Refusal):
+    status, code = 403, "insufficient_scope"
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        scope = " ".join(missing)
+        super().__init__(
+            f"the token lacks the scopes this route requires: {', '.join(missing)}",
+            headers={"WWW-Authenticate": REALM + f', error="insufficient_scope", scope="{scope}"'},
+        )
+
+
+class Forbidden(Refusal):
+    status, code = 403, "forbidden"
+
+
+class BadRequest(Refusal):
+    status, code = 400, "bad_request"
+
+
+class NoRoute(Refusal):
+    status, code = 404, "not_found"
+
+    def __init__(self, message: str = "no route matches this path") -> None:
+        super().__init__(message)
+
+
+class PayloadTooLarge(Refusal):
+    status, code = 413, "payload_too_large"
+
+
+class TooManyRequests(Refusal):
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class ServiceUnavailable(Refusal):
+    status, code = 503, "github_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class BadGateway(Refusal):
+    status, code = 502, "bad_gateway"
+
+
+class GatewayTimeout(Refusal):
+    status, code = 504, "gateway_timeout"

@@ -1,0 +1,41 @@
+"""The caller's identity: the value the rest of the gateway passes around, and token digests."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+def token_digest(token: str) -> bytes:
+    """SHA-256 of a token: the only form in which a token is ever kept (cache keys)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def token_id(digest: bytes) -> str:
+    """The first 12 hex characters of a token's digest: safe to log, enough to correlate."""
+    return digest.hex()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who GitHub says a token belongs to. Immutable, so a cached one can be shared safely.
+
+    Never holds the token itself. `expires_at` is a Unix time, None when the token does not expire;
+    `client_id` names the configured app that recognised the token.
+    """
+
+    login: str
+    user_id: int
+    scopes: tuple[str, ...]
+    expires_at: float | None
+    client_id: str
+
+    def as_json(self) -> dict[str, object]:
+        """The identity as a JSON-ready mapping (whoami, CLI output)."""
+        return {
+            "login": self.login,
+            "id": self.user_id,
+            "scopes": list(self.scopes),
+            "expires_at": self.expires_at,
+            "client_id": self.client_id,
+        }

@@ -1,0 +1,169 @@
+"""Routes and what they allow: path normalisation, longest-prefix matching, GitHub's scope hierarchy,
+allow-lists. Pure functions and tables built once at start-up; no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .config import Route
+from .errors import BadRequest, Forbidden, InsufficientScope
+from .identity import Identity
+
+# GitHub's documented scope hierarchy for OAuth apps: each scope and the scopes it grants.
+# https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/scopes-for-oauth-apps
+_SCOPE_CHILDREN: dict[str, tuple[str, ...]] = {
+    "repo": ("repo:status", "repo_deployment", "public_repo", "repo:invite", "security_events"),
+    "admin:repo_hook": ("write:repo_hook",),
+    "write:repo_hook": ("read:repo_hook",),
+    "admin:org": ("write:org",),
+    "write:org": ("read:org",),
+    "admin:public_key": ("write:public_key",),
+    "write:public_key": ("read:public_key",),
+    "user": ("read:user", "user:email", "user:follow"),
+    "project": ("read:project",),
+    "write:packages": ("read:packages",),
+    "admin:gpg_key": ("write:gpg_key",),
+    "write:gpg_key": ("read:gpg_key",),
+    "codespace": ("codespace:secrets",),
+    "admin:enterprise": ("manage_runners:enterprise", "manage_billing:enterprise", "read:enterprise"),
+    "audit_log": ("read:audit_log",),
+    "admin:ssh_signing_key": ("write:ssh_signing_key",),
+    "write:ssh_signing_key": ("read:ssh_signing_key",),
+    "write:discussion": ("read:discussion",),
+}
+
+
+def _closure(scope: str) -> frozenset[str]:
+    granted = {scope}
+    for child in _SCOPE_CHILDREN.get(scope, ()):
+        granted |= _closure(child)
+    return frozenset(granted)
+
+
+_GRANTS: dict[str, frozenset[str]] = {scope: _closure(scope) for scope in _SCOPE_CHILDREN}
+
+
+def granted_scopes(scopes: tuple[str, ...]) -> frozenset[str]:
+    """Every scope a token holds, its granted scopes expanded through GitHub's hierarchy."""
+    out: set[str] = set()
+    for scope in scopes:
+        out |= _GRANTS.get(scope, frozenset((scope,)))
+    return frozenset(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paths
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+# SECURITY: characters that some upstream reads as a separator or a different path
+_AMBIGUOUS = re.compile(r"[\\;\x00-\x20\x7f]|%(?![0-9A-Fa-f]{2})")
+_FORBIDDEN_ESCAPES = frozenset({"2F", "5C", "00", "3B"})
+
+
+def _decode_unreserved(m: re.Match[str]) -> str:
+    code = m.group(1).upper()
+    if code in _FORBIDDEN_ESCAPES:
+        raise BadRequest("the path holds an encoded separator (%2F, %5C, %3B or %00)")
+    char = chr(int(code, 16))
+    return char if char in _UNRESERVED else "%" + code
+
+
+def normalise_path(raw_path: str) -> str:
+    """The one canonical form of a request path, used for routing, policy and upstream alike.
+
+    Unreserved characters are decoded (``%2e`` is ``.``) and other escapes upper-cased; ``.`` and
+    ``..`` segments are resolved; repeated slashes are collapsed. Ambiguous paths (encoded slashes,
+    backslashes, ``;``, control characters, ``..`` above the root) raise BadRequest.
+    """
+    if not raw_path.startswith("/"):
+        raise BadRequest("the request target must be an absolute path")
+    # SECURITY: one decision on one path; anything a server might read another way is refused
+    if _AMBIGUOUS.search(raw_path):
+        raise BadRequest("the path holds characters that servers read differently")
+    path = _PCT.sub(_decode_unreserved, raw_path)
+    out: list[str] = []
+    for seg in path.split("/")[1:]:
+        if seg == "..":
+            if not out:
+                raise BadRequest("the path climbs above the root")
+            out.pop()
+        elif seg not in (".", ""):
+            out.append(seg)
+    trailing = path.endswith("/") or path.endswith("/.") or path.endswith("/..")
+    return "/" + "/".join(out) + ("/" if trailing and out else "")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Routes
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A route with its policy tables built once."""
+
+    route: Route
+    upstream_base: str  # scheme://host[:port], no path
+    upstream_path: str  # the upstream URL's path, "" for none
+    scopes: frozenset[str]
+    users: frozenset[str]  # lower-case: GitHub logins are case-insensitive
+    user_ids: frozenset[int]
+    methods: frozenset[str]
+
+    @classmethod
+    def build(cls, route: Route) -> CompiledRoute:
+        """Compile one configured route."""
+        parts = urlsplit(route.upstream)
+        return cls(
+            route=route,
+            upstream_base=f"{parts.scheme}://{parts.netloc}",
+            upstream_path=parts.path.rstrip("/"),
+            scopes=frozenset(route.scopes),
+            users=frozenset(u.lower() for u in route.users),
+            user_ids=frozenset(route.user_ids),
+            methods=frozenset(route.methods),
+        )
+
+    def upstream_target(self, path: str, query: str) -> str:
+        """The path and query to request upstream for a normalised inbound path."""
+        if self.route.strip_prefix and self.route.path != "/":
+            path = path[len(self.route.path) :] or "/"
+            if not path.startswith("/"):
+                path = "/" + path
+        target = self.upstream_path + path
+        return f"{target}?{query}" if query else target
+
+    def check_method(self, method: str) -> None:
+        """Refuse a method the route does not allow."""
+        if self.methods and method not in self.methods:
+            raise Forbidden(f"method {method} is not allowed on this route")
+
+    def authorize(self, identity: Identity) -> None:
+        """Refuse an identity this route does not admit: scopes first, then the allow-lists."""
+        if self.scopes:
+            missing = self.scopes - granted_scopes(identity.scopes)
+            if missing:
+                raise InsufficientScope(sorted(missing))
+        if self.users or self.user_ids:
+            if identity.login.lower() in self.users or identity.user_id in self.user_ids:
+                return
+            raise Forbidden("this user is not allowed on this route")
+
+
+class RouteTable:
+    """Longest matching prefix on whole path segments, case-insensitively."""
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self._by_prefix = {r.path.lower(): CompiledRoute.build(r) for r in routes}
+
+    def match(self, path: str) -> CompiledRoute | None:
+        """The route for a normalised path, or None."""
+        key = path.lower().rstrip("/") or "/"
+        while True:
+            route = self._by_prefix.get(key)
+            if route is not None or key == "/":
+                return route
+            key = key[: key.rindex("/")] or "/"

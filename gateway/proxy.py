@@ -1,0 +1,284 @@
+"""Forwarding to the upstream: header hygiene, identity headers, streamed bodies, WebSockets.
+
+Header rules are compiled once from the config (`HeaderRules`); per request the work is one pass over
+the inbound headers. Bodies stream both ways and are never buffered whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .config import Config
+from .errors import BadGateway, GatewayTimeout, PayloadTooLarge
+from .identity import Identity
+from .policy import CompiledRoute
+
+# RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard ones proxies have been bitten by
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Set by the gateway itself; whatever a caller sends under these names is dropped.
+_GATEWAY_SET = frozenset(
+    {"host", "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
+)
+_DEFAULT_IDENTITY_NAMES = (
+    "x-auth-user",
+    "x-auth-user-id",
+    "x-auth-scopes",
+    "x-auth-token-expires-at",
+    "x-auth-client-id",
+)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_WS_SKIP = frozenset(
+    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
+)
+CHUNK = 1 << 16
+_SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+
+
+def _fold(name: str) -> str:
+    """How CGI/WSGI-style frameworks see a header name: case and `_`/`-` do not matter."""
+    return name.lower().replace("_", "-")
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+    return {_fold(t.strip()) for v in headers.getall("Connection", ()) for t in v.split(",") if t.strip()}
+
+
+class HeaderRules:
+    """Which inbound headers go upstream, and which the gateway sets; compiled once per config."""
+
+    def __init__(self, config: Config) -> None:
+        names = config.identity_headers
+        # SECURITY: every spelling of an identity header a caller sends is dropped, configured or default
+        configured = {_fold(n) for n in names.model_dump().values() if n}
+        self._drop_request = HOP_BY_HOP | _GATEWAY_SET | configured | set(_DEFAULT_IDENTITY_NAMES)
+        if not config.pass_authorization:
+            self._drop_request = self._drop_request | {"authorization"}
+        self._identity: list[tuple[str, Callable[[Identity], str | None]]] = [
+            (name, getter)
+            for name, getter in (
+                (names.user, lambda i: i.login),
+                (names.user_id, lambda i: str(i.user_id)),
+                (names.scopes, lambda i: ",".join(i.scopes)),
+                (names.expires_at, _expires_at),
+                (names.client_id, lambda i: i.client_id),
+            )
+            if name
+        ]
+        self._trusted = config.server.trusted_proxies
+
+    def client_address(self, request: web.BaseRequest) -> str:
+        """The caller's address: the peer, or what trusted proxies say in X-Forwarded-For."""
+        peer = request.remote or ""
+        if not self._trusted_peer(peer):
+            return peer
+        chain = [a.strip() for v in request.headers.getall("X-Forwarded-For", ()) for a in v.split(",")]
+        for addr in reversed(chain):
+            if not self._trusted_peer(addr):
+                return addr
+        return chain[0] if chain and chain[0] else peer
+
+    def _trusted_peer(self, addr: str) -> bool:
+        if not self._trusted:
+            return False
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
+
+    def upstream_request_headers(
+        self,
+        request: web.BaseRequest,
+        identity: Identity | None,
+        request_id: str,
+        *,
+        extra_drop: frozenset[str] = frozenset(),
+    ) -> CIMultiDict[str]:
+        """The headers to send upstream for a request."""
+        inbound = request.headers
+        drop = self._drop_request | _connection_tokens(inbound) | extra_drop
+        out: CIMultiDict[str] = CIMultiDict()
+        for name, value in inbound.items():
+            if _fold(name) not in drop:
+                out.add(name, value)
+        peer = request.remote or ""
+        prior = ", ".join(inbound.getall("X-Forwarded-For", ())) if self._trusted_peer(peer) else ""
+        out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+        out["X-Forwarded-Proto"] = request.scheme
+        if request.host:
+            out["X-Forwarded-Host"] = request.host
+        out["X-Request-Id"] = request_id
+        if identity is not None:  # identity headers last
+            for name, getter in self._identity:
+                field = getter(identity)
+                if field is not None:
+                    out[name] = field
+        return out
+
+
+def _expires_at(identity: Identity) -> str | None:
+    if identity.expires_at is None:
+        return None
+    return datetime.fromtimestamp(identity.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def request_id(headers: CIMultiDictProxy[str]) -> str:
+    """The inbound X-Request-Id when well-formed, else a new one."""
+    given = headers.get("X-Request-Id", "")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The upstream's response headers without hop-by-hop ones."""
+    drop = HOP_BY_HOP | _connection_tokens(upstream)
+    return CIMultiDict((k, v) for k, v in upstream.items() if _fold(k) not in drop)
+
+
+class Forwarder:
+    """Sends requests upstream over one pooled keep-alive session."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, rules: HeaderRules, *, max_body_size: int | None
+    ) -> None:
+        self._session = session
+        self.rules = rules
+        self._max_body = max_body_size
+
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        route: CompiledRoute,
+        target: str,
+        headers: CIMultiDict[str],
+    ) -> web.StreamResponse:
+        """Forward one request and stream the answer back; 502/504 when the upstream fails."""
+        body, too_large = self._body(request)
+        # encoded=True: the upstream gets exactly the path and query that were authorized
+        url = URL(route.upstream_base + target, encoded=True)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=route.route.timeout, sock_read=route.route.timeout
+        )
+        try:
+            upstream = await self._session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=timeout,
+                skip_auto_headers=_SKIP_AUTO,
+            )
+        except PayloadTooLarge:
+            raise
+        except TimeoutError as exc:
+            raise GatewayTimeout("the upstream did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            if too_large():
+                raise PayloadTooLarge(f"the body exceeds {self._max_body} bytes") from exc
+            raise BadGateway("the upstream could not be reached") from exc
+        async with upstream:
+            return await self._relay(request, upstream)
+
+    def _body(self, request: web.BaseRequest) -> tuple[Any, Callable[[], bool]]:
+        if not request.body_exists:
+            return None, lambda: False
+        limit = self._max_body
+        if limit is not None and request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(f"the body exceeds {limit} bytes")
+        exceeded = False
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal exceeded
+            seen = 0
+            async for chunk in request.content.iter_chunked(CHUNK):
+                seen += len(chunk)
+                if limit is not None and seen > limit:
+                    exceeded = True
+                    raise PayloadTooLarge(f"the body exceeds {limit} bytes")
+                yield chunk
+
+        return chunks(), lambda: exceeded
+
+    async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        response.headers.extend(response_headers(upstream.headers))
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                await response.write(chunk)
+        except (aiohttp.ClientError, TimeoutError):
+            # headers are gone already: the only honest signal left is a cut connection
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+    async def websocket(
+        self, request: web.BaseRequest, route: CompiledRoute, target: str, headers: CIMultiDict[str]
+    ) -> web.WebSocketResponse:
+        """Open the upstream WebSocket, then accept the caller's and relay both ways."""
+        for name in list(headers):
+            if _fold(name) in _WS_SKIP:
+                del headers[name]
+        protocols = [
+            p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+        ]
+        url = URL(route.upstream_base.replace("http", "ws", 1) + target, encoded=True)
+        try:
+            upstream = await self._session.ws_connect(
+                url, headers=headers, protocols=protocols, timeout=aiohttp.ClientWSTimeout(ws_receive=None)
+            )
+        except TimeoutError as exc:
+            raise GatewayTimeout("the upstream did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise BadGateway("the upstream refused the WebSocket") from exc
+        async with upstream:
+            client = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else ())
+            await client.prepare(request)
+            await _pump_both(client, upstream)
+            return client
+
+
+async def _pump_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    async def pump(src: Any, dst: Any) -> None:
+        async for msg in src:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await dst.send_str(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)
+        await dst.close(code=src.close_code or aiohttp.WSCloseCode.OK)
+
+    tasks = [asyncio.ensure_future(pump(client, upstream)), asyncio.ensure_future(pump(upstream, client))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

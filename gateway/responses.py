@@ -1,0 +1,20 @@
+"""The one place that turns a refusal into an HTTP response (DESIGN §4)."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from .errors import Refusal
+
+
+def refusal_response(refusal: Refusal) -> web.Response:
+    """`{"error": code, "message": text}` with the refusal's status and headers."""
+    body = json.dumps({"error": refusal.code, "message": refusal.message})
+    return web.Response(
+        status=refusal.status,
+        text=body,
+        content_type="application/json",
+        headers=refusal.headers,
+    )

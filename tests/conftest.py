@@ -1,0 +1,150 @@
+"""The world the end-to-end tests run in: the fake GitHub and the echo upstream on real local sockets,
+and the gateway built from a config written the way a user writes one."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.accesslog import AccessLog
+from gateway.app import build_app
+from gateway.config import Config
+from gateway.echo import echo_app
+from gateway.fake_github import FakeGitHub
+
+CLIENT_ID = "Iv1.8a61f9b3a7aba766"
+CLIENT_SECRET = "test-secret-0123456789"
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class World:
+    github: FakeGitHub
+    github_url: str
+    upstream_url: str
+    clock: FakeClock
+
+
+def base_config(world: World, **overrides: Any) -> dict[str, Any]:
+    """A config dict as a user writes it, pointing at the world's fake GitHub and echo upstream."""
+    up = world.upstream_url
+    cfg: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "github": {
+            "api_url": world.github_url,
+            "apps": [{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}],
+            "timeout": "2s",
+            "retries": 0,
+        },
+        "cache": {"ttl": "5m", "negative_ttl": "30s"},
+        "rate_limit": {"failed_auth_per_minute": 0},
+        "routes": [
+            {"path": "/public", "upstream": up, "auth": "none"},
+            {"path": "/maybe", "upstream": up, "auth": "optional"},
+            {"path": "/admin", "upstream": up, "scopes": ["admin:org"]},
+            {"path": "/readorg", "upstream": up, "scopes": ["read:org"]},
+            {"path": "/alice", "upstream": up, "users": ["alice"]},
+            {"path": "/getonly", "upstream": up, "methods": ["GET"]},
+            {"path": "/strip", "upstream": up + "/base", "strip_prefix": True},
+            {"path": "/", "upstream": up},
+        ],
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@pytest.fixture
+async def world(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> World:
+    github = FakeGitHub({CLIENT_ID: CLIENT_SECRET})
+    gh_server = await aiohttp_server(github.app())
+    up_server = await aiohttp_server(echo_app())
+    return World(
+        github=github,
+        github_url=str(gh_server.make_url("")).rstrip("/"),
+        upstream_url=str(up_server.make_url("")).rstrip("/"),
+        clock=FakeClock(),
+    )
+
+
+class Gateway:
+    """A running gateway and what it logged."""
+
+    def __init__(self, client: TestClient[web.Request, web.Application], log: io.StringIO) -> None:
+        self.client = client
+        self._log = log
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self._log.getvalue().splitlines()]
+
+    def log_text(self) -> str:
+        return self._log.getvalue()
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+def start_gateway(
+    world: World, aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+) -> GatewayFactory:
+    """Start a gateway from `base_config(world, **overrides)`; the cache runs on the world's clock."""
+
+    async def start(**overrides: Any) -> Gateway:
+        config = Config.model_validate(base_config(world, **overrides))
+        log = io.StringIO()
+        app = build_app(config, access_log=AccessLog(log), clock=world.clock)
+        return Gateway(await aiohttp_client(app), log)
+
+    return start
+
+
+@pytest.fixture
+async def gateway(start_gateway: GatewayFactory) -> Gateway:
+    return await start_gateway()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def seen_headers(echo: dict[str, Any], name: str) -> list[str]:
+    """Every value the upstream saw for a header, matched the way CGI/WSGI frameworks match names."""
+    fold = name.lower().replace("_", "-")
+    return [v for k, v in echo["headers"] if k.lower().replace("_", "-") == fold]
+
+
+async def raw_request(port: int, head: str) -> tuple[int, bytes]:
+    """Send a request as raw bytes (no client-side normalisation); the status and the whole answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.encode("latin-1") + b"Connection: close\r\n\r\n")
+        await writer.drain()
+        answer = await reader.read()
+        return int(answer.split(b" ", 2)[1]), answer
+    finally:
+        writer.close()
+        await writer.wait_closed()

@@ -1,0 +1,164 @@
+"""The identity cache with a fake checker and a hand-moved clock: TTLs, negative and stale entries,
+single flight, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.cache import IdentityCache
+from gateway.config import CacheConfig
+from gateway.errors import GitHubUnavailable
+from gateway.identity import Identity, token_digest
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeChecker:
+    """Answers from a dict; counts calls; can be held to release many waiters at once, or fail."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, Identity] = {}
+        self.calls = 0
+        self.gate: asyncio.Event | None = None
+        self.down = False
+        self.entered = asyncio.Event()
+
+    async def check(self, token: str) -> Identity | None:
+        self.calls += 1
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.down:
+            raise GitHubUnavailable("down")
+        return self.known.get(token)
+
+
+def ident(expires_at: float | None = None) -> Identity:
+    return Identity("alice", 1, ("repo",), expires_at, "Iv1.x")
+
+
+def make(checker: FakeChecker, clock: Clock, **cfg: object) -> IdentityCache:
+    # one clock for both monotonic and wall time keeps the arithmetic readable
+    return IdentityCache(CacheConfig.model_validate(cfg), checker, clock=clock, wall_clock=clock)
+
+
+async def lookup(cache: IdentityCache, token: str) -> Identity | None:
+    return await cache.lookup(token, token_digest(token))
+
+
+async def test_a_cached_identity_is_served_without_a_call_until_ttl() -> None:
+    checker, clock = FakeChecker(), Clock()
+    checker.known["t"] = ident()
+    cache = make(checker, clock, ttl=60)
+    assert await lookup(cache, "t") == ident()
+    clock.now += 59
+    assert await lookup(cache, "t") == ident()
+    assert checker.calls == 1
+    clock.now += 2
+    assert await lookup(cache, "t") == ident()
+    assert checker.calls == 2
+
+
+async def test_ttl_never_runs_past_the_tokens_expires_at() -> None:
+    checker, clock = FakeChecker(), Clock()
+    checker.known["t"] = ident(expires_at=clock.now + 10)
+    cache = make(checker, clock, ttl=300)
+    await lookup(cache, "t")
+    clock.now += 9
+    await lookup(cache, "t")
+    assert checker.calls == 1
+    clock.now += 2
+    assert await lookup(cache, "t") is None  # expired: GitHub's answer is ignored, it is not valid now
+    assert checker.calls == 2
+
+
+async def test_invalid_tokens_are_remembered_for_negative_ttl() -> None:
+    checker, clock = FakeChecker(), Clock()
+    cache = make(checker, clock, negative_ttl=30)
+    assert await lookup(cache, "bad") is None
+    clock.now += 29
+    assert await lookup(cache, "bad") is None
+    assert checker.calls == 1
+    clock.now += 2
+    await lookup(cache, "bad")
+    assert checker.calls == 2
+
+
+async def test_concurrent_lookups_of_one_token_make_one_call() -> None:
+    checker, clock = FakeChecker(), Clock()
+    checker.known["t"] = ident()
+    checker.gate = asyncio.Event()
+    cache = make(checker, clock)
+    waiters = [asyncio.ensure_future(lookup(cache, "t")) for _ in range(100)]
+    await checker.entered.wait()  # the check runs after every waiter has joined it (FIFO scheduling)
+    checker.gate.set()
+    assert await asyncio.gather(*waiters) == [ident()] * 100
+    assert checker.calls == 1
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_check() -> None:
+    checker, clock = FakeChecker(), Clock()
+    checker.known["t"] = ident()
+    checker.gate = asyncio.Event()
+    cache = make(checker, clock)
+    first = asyncio.ensure_future(lookup(cache, "t"))
+    second = asyncio.ensure_future(lookup(cache, "t"))
+    await checker.entered.wait()
+    first.cancel()
+    checker.gate.set()
+    assert await second == ident()
+    assert checker.calls == 1
+
+
+async def test_stale_identity_is_served_only_while_github_fails_and_only_for_stale_if_error() -> None:
+    checker, clock = FakeChecker(), Clock()
+    checker.known["t"] = ident()
+    cache = make(checker, clock, ttl=60, stale_if_error=120)
+    await lookup(cache, "t")
+    clock.now += 100
+    checker.down = True
+    assert await lookup(cache, "t") == ident()
+    clock.now += 100  # 200s after the check: past ttl + stale_if_error
+    with pytest.raises(GitHubUnavailable):
+        await lookup(cache, "t")
+
+
+async def test_without_stale_if_error_an_outage_fails_closed() -> None:
+    checker, clock = FakeChecker(), Clock()
+    checker.known["t"] = ident()
+    cache = make(checker, clock, ttl=60)
+    await lookup(cache, "t")
+    clock.now += 61
+    checker.down = True
+    with pytest.raises(GitHubUnavailable):
+        await lookup(cache, "t")
+
+
+async def test_the_cache_is_bounded_and_keyed_by_digest_only() -> None:
+    checker, clock = FakeChecker(), Clock()
+    cache = make(checker, clock, max_entries=10)
+    for i in range(50):
+        checker.known[f"tok{i}"] = ident()
+        await lookup(cache, f"tok{i}")
+    assert len(cache) == 10
+    keys = list(cache._entries.keys())
+    assert all(isinstance(k, bytes) and len(k) == 32 for k in keys)
+    assert not any("tok" in repr(v.identity) for v in cache._entries.values())
+
+
+async def test_evict_forgets_a_token() -> None:
+    checker, clock = FakeChecker(), Clock()
+    checker.known["t"] = ident()
+    cache = make(checker, clock)
+    await lookup(cache, "t")
+    cache.evict(token_digest("t"))
+    await lookup(cache, "t")
+    assert checker.calls == 2

@@ -1,0 +1,176 @@
+"""The command line as a user runs it: `python -m gateway …` in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+
+from gateway.echo import echo_app
+from gateway.fake_github import FakeGitHub
+
+from .conftest import CLIENT_ID, CLIENT_SECRET, bearer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_config_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "gateway.yaml"
+    bad.write_text(
+        "server: {port: 99999, colour: blue}\n"
+        "github: {apps: [{client_id: a, client_secret: '${MISSING_SECRET_VAR}'}], timeout: soon}\n"
+        "routes: [{path: /api, upstream: 'ftp://x'}]\n"
+    )
+    result = run("check-config", "-c", str(bad))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert all(line.startswith(f"{bad}: ") for line in lines)
+    text = result.stderr
+    for expected in (
+        "server.port:",
+        "server.colour: unknown key",
+        "github.apps[0].client_secret: environment variable MISSING_SECRET_VAR is not set",
+        "github.timeout: expected a duration",
+        "routes[0].upstream: expected an http:// or https:// URL",
+    ):
+        assert expected in text
+
+
+def test_check_config_accepts_the_repos_gateway_yaml_and_hides_the_secret() -> None:
+    result = run("check-config", "-c", "gateway.yaml", env={"GITHUB_CLIENT_SECRET": "sekrit-value-1234"})
+    assert result.returncode == 0, result.stderr
+    assert "sekrit-value-1234" not in result.stdout + result.stderr
+
+
+def test_check_config_reads_gateway_config_from_the_environment(tmp_path: Path) -> None:
+    result = run("check-config", env={"GATEWAY_CONFIG": str(tmp_path / "absent.yaml")})
+    assert result.returncode == 1
+    assert "absent.yaml: cannot read" in result.stderr
+
+
+def test_serve_refuses_to_start_with_a_bad_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes: []\n")
+    result = run("serve", "-c", str(bad))
+    assert result.returncode == 2
+    assert "github: required key is missing" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def rss_peak_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.fixture
+async def served(
+    tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> AsyncIterator[tuple[str, FakeGitHub, subprocess.Popen[bytes]]]:
+    github = FakeGitHub({CLIENT_ID: CLIENT_SECRET})
+    gh = await aiohttp_server(github.app())
+    up = await aiohttp_server(echo_app())
+    port = free_port()
+    cfg = {
+        "server": {"host": "127.0.0.1", "port": port},
+        "admin": None,
+        "github": {
+            "api_url": str(gh.make_url("")).rstrip("/"),
+            "apps": [{"client_id": CLIENT_ID, "client_secret": "${S}"}],
+        },
+        "routes": [{"path": "/", "upstream": str(up.make_url("")).rstrip("/")}],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = (tmp_path / "stderr.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "-c", str(path)],
+        cwd=REPO,
+        env={**os.environ, "S": CLIENT_SECRET},
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):  # poll until it listens, at most ~20 s
+                try:
+                    async with session.get(url + "/"):
+                        break
+                except aiohttp.ClientConnectionError:
+                    assert proc.poll() is None, (tmp_path / "stderr.log").read_text()
+                    await asyncio.sleep(0.1)
+        yield url, github, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        log.close()
+
+
+async def test_serve_streams_a_large_upload_with_flat_memory(
+    served: tuple[str, FakeGitHub, subprocess.Popen[bytes]],
+) -> None:
+    url, github, proc = served
+    token = github.add_token("alice", 7)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url + "/warm", headers=bearer(token)) as resp:
+            assert resp.status == 200
+        before = rss_peak_kib(proc.pid)
+        block = os.urandom(1 << 20)
+        digest = hashlib.sha256()
+        megabytes = 256
+
+        def chunks() -> Iterator[bytes]:
+            for i in range(megabytes):
+                chunk = block[i:] + block[:i]
+                digest.update(chunk)
+                yield chunk
+
+        async def body() -> AsyncIterator[bytes]:
+            for chunk in chunks():
+                yield chunk
+
+        async with session.put(url + "/upload", data=body(), headers=bearer(token)) as resp:
+            echo: dict[str, Any] = await resp.json()
+    assert echo["body_length"] == megabytes << 20
+    assert echo["body_sha256"] == digest.hexdigest()
+    growth_mib = (rss_peak_kib(proc.pid) - before) / 1024
+    assert growth_mib < 32, f"the gateway's peak RSS grew {growth_mib:.0f} MiB for a {megabytes} MiB body"
+
+
+async def test_serve_drains_and_exits_0_on_sigterm(
+    served: tuple[str, FakeGitHub, subprocess.Popen[bytes]],
+) -> None:
+    _, _, proc = served
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0

@@ -1,0 +1,52 @@
+"""`gateway demo` as `make run` starts it: the printed curl commands work, Ctrl-C stops it cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import aiohttp
+
+from .test_cli import REPO, free_port
+
+
+async def test_demo_prints_curl_commands_that_work_and_stops_on_ctrl_c() -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_CLIENT_SECRET", "GITHUB_API_URL")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo"],
+        cwd=REPO,
+        env={**env, "GATEWAY_PORT": str(port), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    printed = []
+    try:
+        for line in proc.stdout:  # the demo prints its instructions once everything listens
+            printed.append(line)
+            if "Ctrl-C" in line:
+                break
+        text = "".join(printed)
+        commands = re.findall(r"^curl (-s|-si) (\S+)(?: -H 'Authorization: Bearer (\S+)')?$", text, re.M)
+        assert len(commands) >= 5, text
+        statuses = []
+        async with aiohttp.ClientSession() as session:
+            for _, url, token in commands:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                async with session.get(url, headers=headers) as resp:
+                    statuses.append(resp.status)
+                    if resp.status == 200 and "whoami" not in url and token:
+                        echo = await resp.json()
+                        assert any(k == "X-Auth-User" for k, _ in echo["headers"])
+        # oauth token, GitHub App token, revoked, none, whoami, public, GitHub App token lacking a scope
+        assert statuses == [200, 200, 401, 401, 200, 200, 403]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "stopped" in out

@@ -1,0 +1,374 @@
+"""GitHubClient against FakeGitHub over real sockets; every answer checked against GitHub's OpenAPI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import signal
+import sys
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from openapi_schema_validator import OAS30Validator, oas30_format_checker
+
+from gateway.config import GitHubConfig
+from gateway.errors import AppCredentialsRejected, GitHubUnavailable
+from gateway.fake_github import DEMO_APP, FakeGitHub, add_arguments, run
+from gateway.github import GitHubClient
+from gateway.identity import Identity
+
+REPO = Path(__file__).resolve().parents[1]
+OPENAPI = Path(__file__).resolve().parents[2] / "shared" / "github-openapi"
+pytestmark = pytest.mark.skipif(
+    not OPENAPI.is_dir(),
+    reason=f"GitHub's OpenAPI description is not there: {OPENAPI} (../shared/github-openapi)",
+)
+
+CID, SECRET = "Iv1.8a61f9b3a7aba766", "fake-secret-1"
+CID2, SECRET2 = "Iv1.0000000000second", "fake-secret-2"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Schemas:
+    """GitHub's schemas of the check operations: github.com today, and an old GHES for the legacy path."""
+
+    def __init__(self) -> None:
+        cloud = json.loads((OPENAPI / "api.github.com.apps-oauth.json").read_text())["dereferenced_paths"]
+        ghes = json.loads((OPENAPI / "ghes-2.22.apps-oauth.json").read_text())["dereferenced_paths"]
+        check = cloud["/applications/{client_id}/token"]["post"]
+        legacy = ghes["/applications/{client_id}/tokens/{access_token}"]["get"]
+        self.request = check["requestBody"]["content"]["application/json"]["schema"]
+        self.answers = {
+            ("check-token", code): _json_schema(check, code) for code in check["responses"] if code != "204"
+        }
+        self.answers |= {
+            ("check-authorization", code): _json_schema(legacy, code) for code in legacy["responses"]
+        }
+        # statuses these two operations do not document: the basic-error GitHub answers them with
+        self.basic_error = _json_schema(cloud["/applications/{client_id}/token/scoped"]["post"], "401")
+
+    def answer(self, op: str, status: int) -> Any:
+        if status < 300:
+            return self.answers[(op, str(status))]
+        return self.answers.get((op, str(status)), self.basic_error)
+
+
+def _json_schema(operation: dict[str, Any], code: str) -> Any:
+    return operation["responses"][code]["content"]["application/json"]["schema"]
+
+
+@pytest.fixture(scope="module")
+def schemas() -> Schemas:
+    return Schemas()
+
+
+def validate(schema: Any, instance: Any) -> None:
+    OAS30Validator(schema, format_checker=oas30_format_checker).validate(instance)
+
+
+class WallClock:
+    """The fake's wall clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Env:
+    fake: FakeGitHub
+    url: str
+    session: aiohttp.ClientSession
+    wall: WallClock
+    validated: list[tuple[str, int]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def client(
+        self, *, prefix: str = "", apps: list[tuple[str, str]] | None = None, **cfg: Any
+    ) -> GitHubClient:
+        data: dict[str, Any] = {
+            "api_url": self.url + prefix,
+            "apps": [{"client_id": c, "client_secret": s} for c, s in apps or [(CID, SECRET)]],
+            "retries": 0,
+            "timeout": 2,
+        }
+        return GitHubClient(GitHubConfig.model_validate(data | cfg), self.session)
+
+
+def validating(env: Env, schemas: Schemas) -> Any:
+    """A middleware that checks every answer the fake sends, and every request body our client sends."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        op = "check-authorization" if "/tokens/" in request.path else "check-token"
+        if request.method == "POST" and request.headers.get("User-Agent", "").startswith("gateway/"):
+            check(env, "request", 0, schemas.request, await request.read())
+        response = await handler(request)
+        assert isinstance(response, web.Response) and response.body is not None
+        check(env, op, response.status, schemas.answer(op, response.status), response.body)
+        return response
+
+    return middleware
+
+
+def check(env: Env, op: str, status: int, schema: Any, raw: Any) -> None:
+    try:
+        validate(schema, json.loads(raw))
+        env.validated.append((op, status))
+    except Exception as exc:
+        env.problems.append(f"{op} {status}: {exc}")
+
+
+@pytest.fixture
+async def env(aiohttp_server: Any, schemas: Schemas) -> AsyncIterator[Env]:
+    wall = WallClock()
+    fake = FakeGitHub({CID: SECRET, CID2: SECRET2}, clock=wall)
+    async with aiohttp.ClientSession() as session:
+        env = Env(fake, "", session, wall)
+        app = fake.app()
+        app.middlewares.insert(0, validating(env, schemas))
+        env.url = str((await aiohttp_server(app)).make_url("")).rstrip("/")
+        yield env
+    assert env.problems == []
+
+
+def sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Check a token
+
+
+async def test_valid_token(env: Env) -> None:
+    token = env.fake.add_token("alice", 42, ["repo", "read:org"])
+    assert await env.client().check(token) == Identity("alice", 42, ("repo", "read:org"), None, CID)
+    assert env.fake.check_calls(token) == 1 and env.fake.check_calls("gho_other") == 0
+    assert env.fake.calls[0].token_sha256 == sha256(token) and token not in repr(env.fake.calls)
+    assert env.validated == [("request", 0), ("check-token", 200)]
+
+
+async def test_github_app_token_expires(env: Env) -> None:
+    token = env.fake.add_token("monalisa", 2, prefix="ghu_", expires_in=8 * 3600)
+    assert token.startswith("ghu_") and len(token) == 40
+    client = env.client()
+    identity = await client.check(token)
+    assert identity == Identity("monalisa", 2, (), env.wall.now + 8 * 3600, CID)
+    env.wall.now += 8 * 3600
+    assert await client.check(token) is None
+    assert ("check-token", 404) in env.validated
+
+
+async def test_revoked_token(env: Env) -> None:
+    token = env.fake.add_token("alice", 42)
+    assert env.fake.revoke(token) and not env.fake.revoke("gho_never_issued")
+    assert await env.client().check(token) is None
+
+
+async def test_another_apps_token(env: Env) -> None:
+    token = env.fake.add_token("bob", 7, ["user"], client_id=CID2)
+    assert await env.client().check(token) is None
+    identity = await env.client(apps=[(CID, SECRET), (CID2, SECRET2)]).check(token)
+    assert identity is not None and identity.client_id == CID2
+
+
+async def test_unknown_app_is_404(env: Env) -> None:
+    token = env.fake.add_token("alice", 42)
+    assert await env.client(apps=[("Iv1.unknown", "whatever")]).check(token) is None
+
+
+async def test_wrong_secret(env: Env) -> None:
+    token = env.fake.add_token("alice", 42)
+    with pytest.raises(AppCredentialsRejected, match=CID) as caught:
+        await env.client(apps=[(CID, "wrong")]).check(token)
+    assert token not in "".join(traceback.format_exception(caught.value))
+    assert env.validated[-1] == ("check-token", 401)
+
+
+@pytest.mark.parametrize("prefix", ["", "/api/v3"])
+async def test_legacy_path_on_an_old_ghes(env: Env, prefix: str) -> None:
+    env.fake.legacy_paths = True
+    token = env.fake.add_token("alice", 42, ["repo"], token="ghu_ab/cd+ef=gh")  # b64token characters
+    identity = await env.client(prefix=prefix, check_method="legacy").check(token)
+    assert identity == Identity("alice", 42, ("repo",), None, CID)
+    assert env.fake.check_calls(token) == 1
+    assert env.validated == [("check-authorization", 200)]
+
+
+@pytest.mark.parametrize("prefix", ["", "/api/v3"])
+async def test_legacy_path_removed(env: Env, prefix: str) -> None:
+    token = env.fake.add_token("alice", 42)
+    assert await env.client(prefix=prefix, check_method="legacy").check(token) is None
+    assert await env.client(prefix=prefix).check(token) is not None
+    assert env.validated == [("check-authorization", 404), ("request", 0), ("check-token", 200)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Switches
+
+
+async def test_latency(env: Env) -> None:
+    token = env.fake.add_token("alice", 42)
+    env.fake.latency = 0.05
+    assert await env.client().check(token) is not None
+    env.fake.latency = 0.5
+    with pytest.raises(GitHubUnavailable, match=r"did not answer within 0\.1s"):
+        await env.client(timeout=0.1).check(token)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_outage_5xx(env: Env, status: int) -> None:
+    token = env.fake.add_token("alice", 42)
+    env.fake.outage = status
+    client = env.client(retries=1)
+    with pytest.raises(GitHubUnavailable) as caught:
+        await client.check(token)
+    assert caught.value.status == status and env.fake.check_calls(token) == 2
+    with pytest.raises(GitHubUnavailable, match="backed off"):
+        await client.check(token)
+    assert env.fake.check_calls(token) == 2
+
+
+async def test_outage_422(env: Env) -> None:
+    token = env.fake.add_token("alice", 42)
+    env.fake.outage = 422
+    with pytest.raises(GitHubUnavailable) as caught:
+        await env.client(retries=3).check(token)
+    assert caught.value.status == 422 and env.fake.check_calls() == 1
+    assert isinstance(caught.value.details, dict) and caught.value.details["message"] == "Validation Failed"
+    assert ("check-token", 422) in env.validated
+
+
+async def test_hang_times_out_without_leaking_the_token(env: Env) -> None:
+    env.fake.legacy_paths = True
+    token = env.fake.add_token("alice", 42, token="gho_hangs0000000000000000000000000000000")
+    env.fake.hang = True
+    with pytest.raises(GitHubUnavailable, match="did not answer") as caught:
+        await env.client(timeout=0.1, check_method="legacy").check(token)
+    assert token not in "".join(traceback.format_exception(caught.value))
+
+
+async def test_hang_released(env: Env) -> None:
+    token = env.fake.add_token("alice", 42)
+    env.fake.hang = True
+    task = asyncio.create_task(env.client().check(token))
+    async with asyncio.timeout(5):
+        await env.fake.wait_for_calls(1)  # the call is held at the fake
+    assert not task.done()
+    env.fake.hang = False
+    assert (await task) is not None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Requests our client never sends: GitHub's error shapes
+
+
+async def post(env: Env, path: str, *, auth: tuple[str, str] | None = (CID, SECRET), **kw: Any) -> Any:
+    headers = {} if auth is None else {"Authorization": aiohttp.encode_basic_auth(*auth)}
+    async with env.session.post(env.url + path, headers=headers, **kw) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_missing_access_token_is_422(env: Env) -> None:
+    status, body = await post(env, f"/applications/{CID}/token", json={"token": "gho_x"})
+    assert status == 422 and body["errors"][0]["field"] == "access_token"
+    status, _ = await post(env, f"/api/v3/applications/{CID}/token", json={"access_token": ""})
+    assert status == 422
+    assert env.validated == [("check-token", 422)] * 2
+
+
+async def test_bad_json_missing_credentials_and_unknown_paths(env: Env) -> None:
+    assert (await post(env, f"/applications/{CID}/token", data=b"{"))[0] == 400
+    assert (await post(env, f"/applications/{CID}/token", auth=None, json={"access_token": "x"}))[0] == 401
+    assert (await post(env, f"/applications/{CID}/token", auth=(CID2, SECRET2), json={"access_token": "x"}))[
+        0
+    ] == 401
+    assert (await post(env, "/applications/x/token/nope", json={}))[0] == 404
+    assert [status for _, status in env.validated] == [400, 401, 401, 404]
+
+
+def test_registry_refuses_unknown_apps_and_duplicates() -> None:
+    fake = FakeGitHub({CID: SECRET})
+    with pytest.raises(ValueError, match="unknown app"):
+        fake.add_token("alice", 1, client_id=CID2)
+    fake.add_token("alice", 1, token="gho_same")
+    with pytest.raises(ValueError, match="already"):
+        fake.add_token("bob", 2, token="gho_same")
+    assert "gho_same" not in repr(fake)
+
+
+# ---------------------------------------------------------------------------------------------------
+# `gateway fake-github`
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_defaults() -> None:
+    args = parse()
+    assert (args.host, args.port, args.apps, args.tokens, args.legacy_paths, args.latency) == (
+        "127.0.0.1",
+        9100,
+        None,
+        None,
+        False,
+        0.0,
+    )
+    assert parse("--app", "Iv1.x:s:with:colons").apps == [("Iv1.x", "s:with:colons")]
+
+
+def test_cli_refuses_a_bad_token_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(parse("--token", "alice:notanumber:repo")) == 2
+    assert run(parse("--token", "alice:1:repo:Iv1.unknown")) == 2
+    assert "LOGIN:ID:SCOPES" in capsys.readouterr().err
+
+
+async def test_cli_serves_until_sigterm() -> None:
+    argv = ["--port", "0", "--token", "alice:1:repo,read:org", "--token", f"bob:2::{CID2}"]
+    argv += ["--app", f"{CID}:{SECRET}", "--app", f"{CID2}:{SECRET2}", "--legacy-paths"]
+    code = (
+        "import argparse, sys; from gateway.fake_github import add_arguments, run\n"
+        "p = argparse.ArgumentParser(); add_arguments(p); sys.exit(run(p.parse_args(sys.argv[1:])))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, *argv, cwd=REPO, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    try:
+        lines = []
+        async with asyncio.timeout(10):
+            while not (line := (await proc.stdout.readline()).decode()).startswith("stop it"):
+                assert line, "the fake exited before serving"
+                lines.append(line)
+        url = lines[0].split()[4]
+        tokens = {line.split()[2]: line.split()[-1] for line in lines if line.startswith("  token for")}
+        async with aiohttp.ClientSession() as session:
+            data = {
+                "api_url": url,
+                "apps": [{"client_id": c, "client_secret": s} for c, s in [(CID, SECRET)]],
+            }
+            alice = await GitHubClient(GitHubConfig.model_validate(data), session).check(tokens["alice"])
+            data["apps"] = [{"client_id": CID2, "client_secret": SECRET2}]
+            bob = await GitHubClient(GitHubConfig.model_validate(data), session).check(tokens["bob"])
+        assert alice == Identity("alice", 1, ("repo", "read:org"), None, CID)
+        assert bob == Identity("bob", 2, (), None, CID2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+
+
+def test_demo_app_default() -> None:
+    assert DEMO_APP == ("Iv1.demo0000000000", "demo-secret")
