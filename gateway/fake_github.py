@@ -197,11 +197,15 @@ class FakeGitHub:
         for prefix in _PREFIXES:
             app.router.add_post(prefix + "/applications/{client_id}/token", self._check_token)
             app.router.add_get(prefix + "/applications/{client_id}/tokens/{access_token}", self._check_legacy)
+        app.on_startup.append(self._open)
         app.on_shutdown.append(self._release)
         return app
 
+    async def _open(self, _app: web.Application) -> None:
+        self._closing = False
+
     async def _release(self, _app: web.Application) -> None:
-        self._closing = True
+        self._closing = True  # calls held by `hang` or arriving now get a 503 and the server can stop
         if self._wake is not None:
             self._wake.set()
 
