@@ -18,7 +18,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check gateway tests
 	$(BIN)/ruff format --check gateway tests
-	$(BIN)/mypy gateway
+	$(BIN)/mypy gateway tests
 	$(BIN)/pytest -q
 
 format: $(STAMP)

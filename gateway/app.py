@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-from . import __version__
 from .accesslog import AccessLog, AccessRecord
 from .auth import Authenticator, bearer_token
 from .cache import IdentityCache
 from .config import Config
-from .errors import BadRequest, NoRoute, Refusal
+from .errors import BadRequest, InternalError, NoRoute, Refusal
 from .github import GitHubClient
 from .identity import Identity, token_id
 from .policy import CompiledRoute, RouteTable, normalise_path
 from .proxy import Forwarder, HeaderRules, request_id
 from .responses import refusal_response
 
-USER_AGENT = f"gateway/{__version__}"
+log = logging.getLogger("gateway")
 MAX_UPSTREAM_CONNECTIONS = 1000
 
 
@@ -40,7 +43,7 @@ class Gateway:
         self.config = config
         self.routes = RouteTable(config.routes)
         self.rules = HeaderRules(config)
-        self.github = GitHubClient(config.github, github, clock=clock, user_agent=USER_AGENT)
+        self.github = GitHubClient(config.github, github, clock=clock)
         self.cache = IdentityCache(config.cache, self.github, clock=clock)
         self.auth = Authenticator(self.cache, retry_after=self.github.retry_after)
         self.forwarder = Forwarder(upstream, self.rules, max_body_size=config.server.max_body_size)
@@ -129,37 +132,64 @@ def _is_preflight(request: web.BaseRequest) -> bool:
     return request.method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
 
 
-GATEWAY = web.AppKey("gateway", Gateway)
+# aiohttp's defaults, stated: a request line or header field longer than this is refused with 400
+HANDLER_ARGS: dict[str, Any] = {"max_line_size": 8190, "max_field_size": 8190, "access_log": None}
 
 
-def build_app(
+@asynccontextmanager
+async def open_gateway(
     config: Config,
     *,
     access_log: AccessLog | None = None,
     clock: Callable[[], float] = time.monotonic,
-) -> web.Application:
-    """An Application serving `config`; its HTTP sessions open on startup and close on cleanup."""
-    app = web.Application(handler_args={"max_field_size": 8190, "max_line_size": 8190})
-
-    async def sessions(app: web.Application) -> AsyncIterator[None]:
-        upstream = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=MAX_UPSTREAM_CONNECTIONS),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-        # trust_env: GitHub may only be reachable through the HTTPS_PROXY of a corporate network
-        github = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
-        app[GATEWAY] = Gateway(
+) -> AsyncIterator[Gateway]:
+    """A Gateway serving `config`, with its HTTP sessions open for as long as the context lasts."""
+    upstream = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=MAX_UPSTREAM_CONNECTIONS),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+    # trust_env: GitHub may only be reachable through the HTTPS_PROXY of a corporate network
+    github = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
+    try:
+        yield Gateway(
             config, upstream=upstream, github=github, access_log=access_log or AccessLog(), clock=clock
         )
-        yield
+    finally:
         await upstream.close()
         await github.close()
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return await request.app[GATEWAY].handle(request)
 
-    app.cleanup_ctx.append(sessions)
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return app
+class _Connection(RequestHandler):
+    """aiohttp's connection handler, answering what it refuses itself with DESIGN §4's JSON."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # SECURITY: aiohttp's own error page and log line quote the offending bytes: maybe a token
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response has started; the connection is cut instead")
+        refusal: Refusal
+        if status == 500:
+            log.error("unhandled %s serving a request", type(exc).__name__, exc_info=exc)
+            refusal = InternalError("the gateway failed to handle this request")
+        else:
+            refusal = BadRequest("the request is malformed or too large")
+        response = refusal_response(refusal)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _Connection(self, loop=self._loop, **self._kwargs)
+
+
+def make_server(gateway: Gateway) -> web.Server:
+    """aiohttp's low-level server with every request going to `gateway.handle` (no router to bypass)."""
+    return _Server(gateway.handle, **HANDLER_ARGS)

@@ -5,6 +5,7 @@ upstream, and the gateway from `gateway.yaml` pointed at both; no GitHub account
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Mapping
@@ -12,8 +13,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from . import config as config_module
-from .accesslog import AccessLog
-from .app import build_app
+from .app import make_server, open_gateway
 from .config import Config
 from .echo import echo_app
 from .fake_github import FakeGitHub
@@ -23,8 +23,7 @@ DEMO_ENV = {"GITHUB_CLIENT_SECRET": "demo-secret"}
 EIGHT_HOURS = 8 * 3600
 
 
-async def _start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
+async def _start(runner: web.BaseRunner, host: str, port: int) -> tuple[web.BaseRunner, int]:
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner, runner.addresses[0][1]
@@ -89,29 +88,24 @@ async def run_demo(
     host = config.server.host
     fake = FakeGitHub({a.client_id: a.client_secret.get_secret_value() for a in config.github.apps})
     tokens = demo_tokens(fake)
-    runners: list[web.AppRunner] = []
-    try:
-        runner, github_port = await _start(fake.app(), "127.0.0.1", 0)
-        runners.append(runner)
-        runner, echo_port = await _start(echo_app(), "127.0.0.1", 0)
-        runners.append(runner)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        runner, github_port = await _start(web.AppRunner(fake.app(), access_log=None), "127.0.0.1", 0)
+        stack.push_async_callback(runner.cleanup)
+        runner, echo_port = await _start(web.AppRunner(echo_app(), access_log=None), "127.0.0.1", 0)
+        stack.push_async_callback(runner.cleanup)
         config = demo_config(
             config, github_url=f"http://127.0.0.1:{github_port}", upstream_url=f"http://127.0.0.1:{echo_port}"
         )
-        runner, port = await _start(build_app(config, access_log=AccessLog()), host, config.server.port)
-        runners.append(runner)
+        gateway = await stack.enter_async_context(open_gateway(config))
+        runner, port = await _start(web.ServerRunner(make_server(gateway)), host, config.server.port)
+        stack.push_async_callback(runner.cleanup)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         print(instructions(f"http://{shown}:{port}", tokens, config), flush=True)
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        if ready is not None:
-            ready.set()
         await stop.wait()
-    finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
     print("gateway demo: stopped", flush=True)
 
 

@@ -15,8 +15,10 @@ async def _echo(request: web.Request) -> web.StreamResponse:
     async for chunk in request.content.iter_chunked(1 << 16):
         digest.update(chunk)
         length += len(chunk)
+    peer = request.transport.get_extra_info("peername") if request.transport else None
     return web.json_response(
         {
+            "peer": list(peer) if peer else None,
             "method": request.method,
             "path": request.raw_path,
             "headers": [[k, v] for k, v in request.headers.items()],
@@ -39,7 +41,7 @@ async def _echo_websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 def echo_app() -> web.Application:
-    """The echo upstream: JSON of method, path, headers, body length and hash; WebSocket echo."""
+    """The echo upstream: JSON of peer, method, path, headers, body length and hash; WebSocket echo."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", _echo)
     return app

@@ -16,7 +16,8 @@
         ├── TooManyRequests         429
         ├── ServiceUnavailable      503
         ├── BadGateway              502
-        └── GatewayTimeout          504
+        ├── GatewayTimeout          504
+        └── InternalError           500, a bug of the gateway's own
 
 Foreign errors (aiohttp, pydantic, yaml) are translated at the boundary that meets them, with
 ``raise … from exc``. A Refusal carries everything its response needs; `gateway.responses` is the one
@@ -135,3 +136,7 @@ class BadGateway(Refusal):
 
 class GatewayTimeout(Refusal):
     status, code = 504, "gateway_timeout"
+
+
+class InternalError(Refusal):
+    status, code = 500, "internal_error"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import ssl
 
 from aiohttp import web
 
-from .app import build_app
+from .app import make_server, open_gateway
 from .config import Config
 
 log = logging.getLogger("gateway.server")
@@ -31,17 +32,27 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+async def _serve(config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_gateway(config) as gateway:
+        runner = web.ServerRunner(make_server(gateway), shutdown_timeout=config.server.shutdown_timeout)
+        await runner.setup()
+        site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=_ssl_context(config))
+        await site.start()
+        log.info("gateway listening on %s", site.name)
+        await stop.wait()
+        log.info("draining: no new connections, requests in flight finish within shutdown_timeout")
+        # stops accepting first, then waits up to shutdown_timeout for requests in flight
+        await runner.cleanup()
+    log.info("stopped")
+
+
 def serve(config: Config) -> None:
     """Serve until SIGINT/SIGTERM, then stop accepting and let in-flight requests finish."""
     if config.server.worker_count > 1:
         log.warning("workers: %d is not supported yet; serving with one process", config.server.worker_count)
     _install_uvloop()
-    web.run_app(
-        build_app(config),
-        host=config.server.host,
-        port=config.server.port,
-        ssl_context=_ssl_context(config),
-        shutdown_timeout=config.server.shutdown_timeout,
-        access_log=None,
-        print=lambda msg: log.info("%s", msg),
-    )
+    asyncio.run(_serve(config))

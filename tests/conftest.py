@@ -4,18 +4,20 @@ and the gateway built from a config written the way a user writes one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 
 from gateway.accesslog import AccessLog
-from gateway.app import build_app
+from gateway.app import Gateway as GatewayApp
+from gateway.app import make_server, open_gateway
 from gateway.config import Config
 from gateway.echo import echo_app
 from gateway.fake_github import FakeGitHub
@@ -90,12 +92,29 @@ async def world(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> World:
     )
 
 
+class GatewayTestServer(BaseTestServer):
+    """The gateway's own server (as `gateway serve` runs it) on a local port."""
+
+    def __init__(self, gateway: GatewayApp) -> None:
+        super().__init__()
+        self._gateway = gateway
+
+    async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
+        return web.ServerRunner(make_server(self._gateway), **kwargs)
+
+
 class Gateway:
     """A running gateway and what it logged."""
 
-    def __init__(self, client: TestClient[web.Request, web.Application], log: io.StringIO) -> None:
+    def __init__(self, client: TestClient[web.BaseRequest, None], log: io.StringIO) -> None:
         self.client = client
         self._log = log
+
+    @property
+    def port(self) -> int:
+        port = self.client.port
+        assert port is not None
+        return port
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self._log.getvalue().splitlines()]
@@ -108,18 +127,21 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
-def start_gateway(
-    world: World, aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
-) -> GatewayFactory:
+async def start_gateway(
+    world: World, aiohttp_client: Callable[..., Awaitable[TestClient[web.BaseRequest, None]]]
+) -> AsyncIterator[GatewayFactory]:
     """Start a gateway from `base_config(world, **overrides)`; the cache runs on the world's clock."""
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(**overrides: Any) -> Gateway:
-        config = Config.model_validate(base_config(world, **overrides))
-        log = io.StringIO()
-        app = build_app(config, access_log=AccessLog(log), clock=world.clock)
-        return Gateway(await aiohttp_client(app), log)
+        async def start(**overrides: Any) -> Gateway:
+            config = Config.model_validate(base_config(world, **overrides))
+            log = io.StringIO()
+            gateway = await stack.enter_async_context(
+                open_gateway(config, access_log=AccessLog(log), clock=world.clock)
+            )
+            return Gateway(await aiohttp_client(GatewayTestServer(gateway)), log)
 
-    return start
+        yield start
 
 
 @pytest.fixture

@@ -30,7 +30,9 @@ async def test_a_cached_identity_lasts_until_ttl(start_gateway: GatewayFactory, 
     assert world.github.check_calls(token) == 2
 
 
-async def test_an_expiring_token_is_rechecked_at_its_expires_at(start_gateway: GatewayFactory, world: World) -> None:
+async def test_an_expiring_token_is_rechecked_at_its_expires_at(
+    start_gateway: GatewayFactory, world: World
+) -> None:
     gateway = await start_gateway(cache={"ttl": "1h"})
     token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=30)
     resp = await gateway.client.get("/svc", headers=bearer(token))
@@ -41,7 +43,9 @@ async def test_an_expiring_token_is_rechecked_at_its_expires_at(start_gateway: G
     assert world.github.check_calls(token) == 2
 
 
-async def test_invalid_tokens_are_remembered_for_negative_ttl(start_gateway: GatewayFactory, world: World) -> None:
+async def test_invalid_tokens_are_remembered_for_negative_ttl(
+    start_gateway: GatewayFactory, world: World
+) -> None:
     gateway = await start_gateway(cache={"negative_ttl": "30s"})
     token = "gho_" + "1" * 36
     for _ in range(3):
@@ -65,7 +69,9 @@ async def test_stale_if_error_serves_a_known_identity_through_an_outage(
     assert (await gateway.client.get("/svc", headers=bearer(other))).status == 503
 
 
-async def test_access_log_has_one_line_per_request_and_never_the_token(gateway: Gateway, world: World) -> None:
+async def test_access_log_has_one_line_per_request_and_never_the_token(
+    gateway: Gateway, world: World
+) -> None:
     token = world.github.add_token("alice", 7)
     await gateway.client.get("/svc/x?access_token=" + token, headers=bearer(token))
     await gateway.client.get("/svc/y", headers=bearer("gho_" + "2" * 36))

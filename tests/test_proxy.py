@@ -132,7 +132,7 @@ async def test_request_id_is_kept_when_well_formed_and_made_otherwise(gateway: G
 
 async def test_upstream_receives_the_normalised_path_and_the_query(gateway: Gateway) -> None:
     head = "GET /public/a/./b//c/%2E%2e/d%7e%c3%A9?x=%2F&y=/../1 HTTP/1.1\r\nHost: x\r\n"
-    status, answer = await raw_request(gateway.client.port, head)
+    status, answer = await raw_request(gateway.port, head)
     assert status == 200
     echo = json.loads(answer.split(b"\r\n\r\n", 1)[1])
     assert echo["path"] == "/public/a/b/d~%C3%A9?x=%2F&y=/../1"
@@ -148,6 +148,12 @@ async def test_host_sent_by_the_caller_never_chooses_the_upstream(gateway: Gatew
     echo = await echo_of(gateway, "/public", {"Host": "evil.example"})
     assert seen_headers(echo, "Host") != ["evil.example"]
     assert seen_headers(echo, "X-Forwarded-Host") == ["evil.example"]
+
+
+async def test_upstream_connections_are_pooled_and_kept_alive(gateway: Gateway) -> None:
+    first = await echo_of(gateway, "/public/1", {})
+    second = await echo_of(gateway, "/public/2", {})
+    assert first["peer"] == second["peer"]
 
 
 async def test_large_streamed_body_arrives_byte_identical(gateway: Gateway, world: World) -> None:

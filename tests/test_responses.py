@@ -162,7 +162,7 @@ async def test_two_authorization_headers_are_400(gateway: Gateway, world: World)
 
 async def test_path_above_root_is_400(gateway: Gateway) -> None:
     for path in ("/../etc/passwd", "/public/../../x", "/%2e%2e/x", "/public/%2fadmin", "/public\\..\\admin"):
-        status, _ = await raw_request(gateway.client.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n")
+        status, _ = await raw_request(gateway.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n")
         assert status == 400, path
 
 
@@ -245,3 +245,19 @@ async def test_whoami_answers_the_callers_identity(gateway: Gateway, world: Worl
         "client_id": "Iv1.8a61f9b3a7aba766",
     }
     assert (await gateway.client.get("/_gateway/whoami")).status == 401
+
+
+async def test_oversized_header_is_400_json_without_echoing_it(gateway: Gateway) -> None:
+    token = "gho_" + "9" * 9000
+    status, answer = await raw_request(
+        gateway.port, f"GET /svc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+    )
+    assert status == 400
+    assert b'"error": "bad_request"' in answer
+    assert b"999999" not in answer
+
+
+async def test_malformed_request_line_is_400_json(gateway: Gateway) -> None:
+    status, answer = await raw_request(gateway.port, "GET /svc HTTP/1.1 extra\r\nHost: x\r\n")
+    assert status == 400
+    assert b'"error": "bad_request"' in answer
