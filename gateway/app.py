@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,15 +13,17 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from .accesslog import AccessLog, AccessRecord
-from .auth import Authenticator, bearer_token
+from .auth import Authenticator, Caller
 from .cache import IdentityCache
 from .config import Config
+from .control import Control
 from .errors import BadRequest, InternalError, NoRoute, Refusal
 from .github import GitHubClient
-from .identity import Identity, token_id
+from .identity import token_id
 from .policy import CompiledRoute, RouteTable, normalise_path
 from .proxy import Forwarder, HeaderRules, request_id
 from .responses import refusal_response
+from .upstream_token import ScopedTokens
 
 log = logging.getLogger("gateway")
 MAX_UPSTREAM_CONNECTIONS = 1000
@@ -46,12 +47,13 @@ class Gateway:
         self.github = GitHubClient(config.github, github, clock=clock)
         self.cache = IdentityCache(config.cache, self.github, clock=clock)
         self.auth = Authenticator(self.cache, retry_after=self.github.retry_after)
+        self.scoped = ScopedTokens(
+            self.github, config.cache, retry_after=self.github.retry_after, clock=clock
+        )
         self.forwarder = Forwarder(upstream, self.rules, max_body_size=config.server.max_body_size)
+        self.control = Control(self.auth, self.github, self.cache, self.scoped)
         self.access_log = access_log
-        self._control_prefix = config.server.control_prefix
-        self._control: dict[str, Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]] = {
-            "/whoami": self._whoami,
-        }
+        self._control_prefix = config.server.control_prefix.lower()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one request; every refusal becomes its DESIGN §4 response; one access-log line."""
@@ -77,18 +79,24 @@ class Gateway:
         raw_path, _, query = request.raw_path.partition("?")
         path = normalise_path(raw_path)
         record.path = path
-        prefix = self._control_prefix
-        if path.lower() == prefix.lower() or path.lower().startswith(prefix.lower() + "/"):
-            control = self._control.get(path[len(prefix) :].rstrip("/"))
-            if control is None:
-                raise NoRoute()
-            return await control(request)
+        lowered = path.lower()
+        if lowered == self._control_prefix or lowered.startswith(self._control_prefix + "/"):
+            return await self.control.handle(request, path[len(self._control_prefix) :], record)
         route = self.routes.match(path)
         if route is None:
             raise NoRoute()
         record.route = route.route.path
-        identity = await self._admit(request, route, record)
-        headers = self.rules.upstream_request_headers(request, identity, record.request_id)
+        caller = await self._admit(request, route, record)
+        headers = self.rules.upstream_request_headers(
+            request, caller.identity if caller else None, record.request_id
+        )
+        if caller is not None and route.upstream_token_key is not None:
+            spec = route.route.upstream_token
+            assert spec is not None
+            scoped = await self.scoped.token_for(
+                caller.token, caller.digest, caller.identity, spec, route.upstream_token_key
+            )
+            headers["Authorization"] = f"Bearer {scoped}"
         target = route.upstream_target(path, query)
         if _is_websocket(request):
             return await self.forwarder.websocket(request, route, target, headers)
@@ -98,7 +106,7 @@ class Gateway:
 
     async def _admit(
         self, request: web.BaseRequest, route: CompiledRoute, record: AccessRecord
-    ) -> Identity | None:
+    ) -> Caller | None:
         """The route's policy: authenticate as its auth mode says, then method, scopes, allow-lists."""
         mode = route.route.auth
         if mode == "none" or (route.route.skip_auth_preflight and _is_preflight(request)):
@@ -106,21 +114,12 @@ class Gateway:
                 raise BadRequest("more than one Authorization header")
             route.check_method(request.method)
             return None
-        identity, digest = await self.auth.authenticate(request.headers, mode)
+        caller = await self.auth.authenticate(request.headers, required=mode == "required")
         route.check_method(request.method)
-        if identity is not None and digest is not None:
-            record.user, record.token_id = identity.login, token_id(digest)
-            route.authorize(identity)
-        return identity
-
-    async def _whoami(self, request: web.BaseRequest) -> web.StreamResponse:
-        token = bearer_token(request.headers)
-        if token is None:
-            identity, _ = await self.auth.authenticate(request.headers, "required")
-        else:
-            identity = await self.auth.identify(token)
-        assert identity is not None
-        return web.json_response(identity.as_json(), dumps=json.dumps)
+        if caller is not None:
+            record.user, record.token_id = caller.identity.login, token_id(caller.digest)
+            route.authorize(caller.identity)
+        return caller
 
 
 def _is_websocket(request: web.BaseRequest) -> bool:

@@ -6,6 +6,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from multidict import CIMultiDictProxy
 
@@ -45,6 +46,14 @@ def bearer_token(headers: CIMultiDictProxy[str]) -> str | None:
     return token
 
 
+class Caller(NamedTuple):
+    """An authenticated caller: who, and the credential they came with (kept only for this request)."""
+
+    identity: Identity
+    token: str
+    digest: bytes
+
+
 class Authenticator:
     """Turns a token into an identity through the cache, mapping every failure to a refusal."""
 
@@ -77,14 +86,12 @@ class Authenticator:
             raise InvalidToken("the token has expired")
         return identity
 
-    async def authenticate(
-        self, headers: CIMultiDictProxy[str], mode: str
-    ) -> tuple[Identity | None, bytes | None]:
-        """Identity (or None when anonymous) and token digest for a request under a route's auth mode."""
+    async def authenticate(self, headers: CIMultiDictProxy[str], *, required: bool = True) -> Caller | None:
+        """The caller behind a request's credentials; None when there are none and none are required."""
         token = bearer_token(headers)
         if token is None:
-            if mode == "required":
+            if required:
                 raise Unauthenticated()
-            return None, None
+            return None
         digest = token_digest(token)
-        return await self.identify(token, digest), digest
+        return Caller(await self.identify(token, digest), token, digest)

@@ -10,14 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Generic, Protocol, TypeVar
 
 from cachetools import TLRUCache
 
 from .config import CacheConfig
 from .errors import GitHubError
 from .identity import Identity
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class SingleFlight(Generic[K, V]):
+    """At most one call in flight per key; concurrent callers of a key share its result."""
+
+    def __init__(self) -> None:
+        self._flights: dict[K, asyncio.Future[V]] = {}
+
+    async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
+        """The result of `call()`, or of the call already in flight for `key`."""
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(call())
+            self._flights[key] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(key, None))
+        # shield: a caller that goes away must not cancel the call the others are waiting for
+        return await asyncio.shield(flight)
 
 
 class Checker(Protocol):
@@ -55,7 +75,7 @@ class IdentityCache:
         self._clock = clock
         self._wall_clock = wall_clock
         self._entries: TLRUCache[bytes, _Entry] = TLRUCache(config.max_entries, _keep_until, clock)
-        self._flights: dict[bytes, asyncio.Future[Identity | None]] = {}
+        self._flights: SingleFlight[bytes, Identity | None] = SingleFlight()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -76,17 +96,11 @@ class IdentityCache:
         entry = self.cached(digest)
         if entry is not None:
             return entry.identity
-        flight = self._flights.get(digest)
-        if flight is None:
-            flight = asyncio.ensure_future(self._fill(token, digest))
-            self._flights[digest] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(digest, None))
-        # shield: a caller that goes away must not cancel the check the others are waiting for
-        return await asyncio.shield(flight)
+        return await self._flights.run(digest, lambda: self._fill(token, digest))
 
-    def evict(self, digest: bytes) -> None:
-        """Forget a token (logout, revocation)."""
-        self._entries.pop(digest, None)
+    def revoke(self, digest: bytes) -> None:
+        """Remember a token as invalid (logout): refused without asking GitHub for `negative_ttl`."""
+        self._store(digest, None)
 
     async def _fill(self, token: str, digest: bytes) -> Identity | None:
         try:

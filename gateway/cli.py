@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__, config, demo, fake_github, server
+from . import __version__, config, demo, fake_github, server, token_cli
 from .accesslog import configure_logging
 from .errors import ConfigError
 
@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     _with_config(check)
     check.add_argument("--schema", action="store_true", help="print the JSON Schema of gateway.yaml instead")
     _with_config(sub.add_parser("demo", help="the gateway with a fake GitHub and an echo upstream"))
+    token_cli.add_arguments(
+        sub.add_parser("token", help="check, reset, delete, delete-grant or scope a token (read from stdin)"),
+        _with_config,
+    )
     fake_github.add_arguments(sub.add_parser("fake-github", help="serve the fake GitHub alone"))
     return parser
 
@@ -52,9 +56,13 @@ def _check_config(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `gateway` and `python -m gateway`."""
     args = _parser().parse_args(argv)
-    configure_logging()
     if args.command == "check-config":
         return _check_config(args)
+    if args.command == "token":
+        # its one JSON answer says what went wrong; log lines would only garble it
+        logging.disable(logging.CRITICAL)
+        return token_cli.run(args)
+    configure_logging()
     if args.command == "fake-github":
         return fake_github.run(args)
     try:

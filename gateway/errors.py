@@ -4,6 +4,7 @@
     ├── ConfigError                 a config file that cannot be used (every problem at once)
     ├── GitHubError                 GitHub gave no usable answer
     │   ├── GitHubUnavailable       timeout, connection error, 5xx, 422, an answer off GitHub's schema
+    │   │   └── GitHubValidationFailed  422 on reset, delete, delete grant or scope: the input refused
     │   └── AppCredentialsRejected  401: the app's client_id/client_secret are wrong
     └── Refusal                     a request the gateway answers itself (DESIGN §4)
         ├── Unauthenticated         401, no credentials
@@ -12,6 +13,7 @@
         ├── Forbidden               403, user or method not allowed
         ├── BadRequest              400
         ├── NoRoute                 404
+        ├── MethodNotAllowed        405, on the gateway's own endpoints
         ├── PayloadTooLarge         413
         ├── TooManyRequests         429
         ├── ServiceUnavailable      503
@@ -54,6 +56,14 @@ class GitHubUnavailable(GitHubError):
         self.status = status
         self.details = details
         super().__init__(message)
+
+
+class GitHubValidationFailed(GitHubUnavailable):
+    """GitHub answered 422 to reset, delete, delete grant or scope: it refused the request's input.
+
+    `details` holds GitHub's validation-error body (message, documentation_url, errors[] without any
+    field's value), so the reason is surfaced; it never holds a token.
+    """
 
 
 class AppCredentialsRejected(GitHubError):
@@ -110,6 +120,13 @@ class NoRoute(Refusal):
 
     def __init__(self, message: str = "no route matches this path") -> None:
         super().__init__(message)
+
+
+class MethodNotAllowed(Refusal):
+    status, code = 405, "method_not_allowed"
+
+    def __init__(self, allowed: str) -> None:
+        super().__init__(f"this endpoint answers {allowed} only", headers={"Allow": allowed})
 
 
 class PayloadTooLarge(Refusal):

@@ -1,12 +1,27 @@
-"""A fake GitHub: the OAuth Apps endpoints with GitHub's semantics and answer shapes, for tests, the
+"""A fake GitHub: the whole OAuth Apps API with GitHub's semantics and answer shapes, for tests, the
 demo and other teams' integration tests (`gateway fake-github`).
 
-It knows apps (client_id → secret) and a registry of tokens, each issued to a user by one app (a
-grant is the set of a user's tokens for one app). Tokens are kept by their SHA-256, like GitHub's
-`hashed_token`; `calls` records every call, never a token in clear. Answers follow GitHub: an unknown
-app or token is 404, wrong credentials for a known app 401, a missing `access_token` 422. Paths are
-served at the root (github.com) and under `/api/v3` (GHES). The deprecated path forms
-(`…/tokens/{access_token}`) answer 404 unless `legacy_paths` (an old GHES).
+It knows apps (client_id → secret), a registry of tokens, each issued to a user by one app (a grant
+is the set of a user's tokens for one app), and accounts (users and organizations the GitHub App is
+installed on, with their repositories) that scoped tokens can target. Tokens are kept by their
+SHA-256, like GitHub's `hashed_token`; `calls` records every call by GitHub's operationId, never a
+token in clear. Paths are served at the root (github.com) and under `/api/v3` (GHES).
+
+What GitHub does, the fake does:
+- an unknown app or token is 404, wrong credentials for a known app 401, a body that is not JSON
+  400, a missing `access_token` 422;
+- reset mints a new token with the same prefix and the old one stops working; delete revokes one
+  token; delete grant revokes every token of that user for that app (other apps' stay valid);
+- scoping needs a non-scoped GitHub App user token (`ghu_`; others 422) and a target or target_id
+  (422 without); an unknown target (`add_account`) is 404, a repository not the target's or a
+  permission level other than read/write/admin 422 (simpler than GitHub: it does not check which
+  permissions the app was granted, nor which levels each permission has). The scoped token is a new
+  `ghu_` token of the same user, expiring with its parent, that checks as valid and carries its
+  `Restriction` (`lookup(token).restriction`: what an upstream would let it do); without
+  `permissions` it gets the installation's.
+- `legacy_paths=False` is github.com / GHES >= 3.4: the deprecated path forms
+  (`…/tokens/{access_token}`, `…/grants/{access_token}`) answer 404; `True` is an old GHES, where they
+  work (and the body forms too).
 
 Switches for failure tests: `latency` (seconds before every answer), `outage` (answer every call with
 that status), `hang` (answer nothing until it is switched off or the server stops).
@@ -18,7 +33,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import hashlib
+import dataclasses
 import hmac
 import itertools
 import json
@@ -30,56 +45,58 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from http import HTTPStatus
+from types import MappingProxyType
 
 from aiohttp import web
 
-__all__ = ["DEMO_APP", "Call", "FakeGitHub", "FakeToken", "add_arguments", "run"]
+from .fake_github_model import (
+    Call,
+    FakeAccount,
+    FakeToken,
+    Restriction,
+    authorization,
+    error,
+    outage,
+    scope_request,
+    sha256,
+    validation_failed,
+)
+
+__all__ = [
+    "DEMO_APP",
+    "Call",
+    "FakeAccount",
+    "FakeGitHub",
+    "FakeToken",
+    "Restriction",
+    "add_arguments",
+    "run",
+]
 
 DEMO_APP = ("Iv1.demo0000000000", "demo-secret")
-DOCS = "https://docs.github.com/rest/apps/oauth-applications"
-_ANCHORS = {"check-token": "#check-a-token", "check-authorization": "#check-an-authorization"}
-_CHECKS = frozenset(_ANCHORS)
+_CHECKS = frozenset({"apps/check-token", "apps/check-authorization"})
 _ALPHABET = string.ascii_letters + string.digits
 _SCOPES = re.compile(r"[a-z0-9:_-]+(,[a-z0-9:_-]+)*")
+_TOKEN_PREFIX = re.compile(r"github_pat_|[a-z]{2,4}_")
 _PREFIXES = ("", "/api/v3")
 
-
-def _sha256(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+Answer = Callable[["FakeGitHub", web.Request, str, str, str, Mapping[str, object]], web.Response]
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
-    """One call the fake received: GitHub's operation name, the app, when, and the token's SHA-256."""
+class _Route:
+    op: str  # GitHub's operationId
+    method: str
+    path: str
+    answer: Answer  # given the request, op, client_id, token and JSON body, once the app is authenticated
 
-    op: str
-    client_id: str
-    at: float
-    token_sha256: str | None
-
-
-@dataclass(slots=True)
-class FakeToken:
-    """A token the fake issued: to whom, by which app, with which scopes, until when."""
-
-    id: int
-    login: str
-    user_id: int
-    scopes: tuple[str, ...]
-    client_id: str
-    created_at: float
-    expires_at: float | None
-    revoked: bool = False
+    @property
+    def legacy(self) -> bool:
+        return "{access_token}" in self.path
 
 
 class FakeGitHub:
-    """GitHub's OAuth Apps API in one process: apps, a token registry, switches and a call log."""
+    """GitHub's OAuth Apps API in one process: apps, tokens, accounts, switches and a call log."""
 
     def __init__(
         self, apps: Mapping[str, str], *, legacy_paths: bool = False, clock: Callable[[], float] = time.time
@@ -93,7 +110,9 @@ class FakeGitHub:
         self.calls: list[Call] = []
         self._clock = clock
         self._tokens: dict[str, FakeToken] = {}  # by SHA-256 hex of the token
+        self._accounts: dict[str, FakeAccount] = {}  # by login, casefolded (GitHub's are case-insensitive)
         self._ids = itertools.count(1)
+        self._repo_ids = itertools.count(1_000_000)
         self._hang = False
         self._wake: asyncio.Event | None = None
         self._closing = False
@@ -122,11 +141,11 @@ class FakeGitHub:
             raise ValueError(f"unknown app {client_id!r}; known: {', '.join(self.apps)}")
         if user_id <= 0:
             raise ValueError("expected a positive user id")
-        token = token if token is not None else prefix + "".join(secrets.choice(_ALPHABET) for _ in range(36))
-        if _sha256(token) in self._tokens:
+        token = token if token is not None else _new_token(prefix)
+        if sha256(token) in self._tokens:
             raise ValueError("that token is already registered")
         now = self._clock()
-        self._tokens[_sha256(token)] = FakeToken(
+        self._tokens[sha256(token)] = FakeToken(
             id=next(self._ids),
             login=login,
             user_id=user_id,
@@ -137,16 +156,46 @@ class FakeGitHub:
         )
         return token
 
+    def add_account(
+        self,
+        login: str,
+        id: int,
+        repositories: Mapping[str, int] | Sequence[str] = (),
+        *,
+        type: str = "Organization",
+        permissions: Mapping[str, str] | None = None,
+    ) -> FakeAccount:
+        """Install the GitHub App on a user or organization with these repositories (name → id, or
+        names: ids are made up); `permissions` are what a scoped token gets when it asks for none."""
+        if login.casefold() in self._accounts or any(a.id == id for a in self._accounts.values()):
+            raise ValueError(f"an account {login!r} or with id {id} is already registered")
+        if id <= 0 or isinstance(repositories, str):
+            raise ValueError("expected a positive id and repository names (or name → id)")
+        repos = (
+            dict(repositories)
+            if isinstance(repositories, Mapping)
+            else {name: next(self._repo_ids) for name in repositories}
+        )
+        account = FakeAccount(login, id, MappingProxyType(repos), type)
+        if permissions is not None:
+            account = dataclasses.replace(account, permissions=MappingProxyType(dict(permissions)))
+        self._accounts[login.casefold()] = account
+        return account
+
     def revoke(self, token: str) -> bool:
         """Revoke a token; False when the fake never issued it."""
-        entry = self._tokens.get(_sha256(token))
+        entry = self._tokens.get(sha256(token))
         if entry is not None:
             entry.revoked = True
         return entry is not None
 
+    def lookup(self, token: str) -> FakeToken | None:
+        """The registry entry of a token the fake issued, whatever its state (revoked, expired)."""
+        return self._tokens.get(sha256(token))
+
     def live(self, token: str, client_id: str) -> FakeToken | None:
         """The registry entry of a token that `client_id` may see: issued by it, not revoked or expired."""
-        entry = self._tokens.get(_sha256(token))
+        entry = self._tokens.get(sha256(token))
         if entry is None or entry.revoked or entry.client_id != client_id:
             return None
         if entry.expires_at is not None and entry.expires_at <= self._clock():
@@ -155,7 +204,7 @@ class FakeGitHub:
 
     def check_calls(self, token: str | None = None) -> int:
         """How many check calls (either form) arrived, for `token` only when given."""
-        digest = None if token is None else _sha256(token)
+        digest = None if token is None else sha256(token)
         return sum(1 for c in self.calls if c.op in _CHECKS and (digest is None or c.token_sha256 == digest))
 
     async def wait_for_calls(self, count: int) -> None:
@@ -195,8 +244,10 @@ class FakeGitHub:
         """The aiohttp application serving the fake at / and /api/v3."""
         app = web.Application(middlewares=[_json_errors])
         for prefix in _PREFIXES:
-            app.router.add_post(prefix + "/applications/{client_id}/token", self._check_token)
-            app.router.add_get(prefix + "/applications/{client_id}/tokens/{access_token}", self._check_legacy)
+            for route in _ROUTES:
+                app.router.add_route(
+                    route.method, f"{prefix}/applications/{{client_id}}{route.path}", self._handler(route)
+                )
         app.on_startup.append(self._open)
         app.on_shutdown.append(self._release)
         return app
@@ -209,61 +260,44 @@ class FakeGitHub:
         if self._wake is not None:
             self._wake.set()
 
-    async def _check_token(self, request: web.Request) -> web.StreamResponse:
-        op, cid = "check-token", request.match_info["client_id"]
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            body = None
-        token = body.get("access_token") if isinstance(body, dict) else None
-        token = token if isinstance(token, str) and token else None
+    def _handler(self, route: _Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._serve(request, route)
 
-        async def answer() -> web.StreamResponse:
-            if body is None:
-                return _error(400, "Problems parsing JSON", op)
-            if token is None:
-                return _validation_failed(op, field="access_token")
-            return self._authorization_or_404(request, op, token, cid)
+        return handle
 
-        return await self._serve(request, op, cid, token, answer)
-
-    async def _check_legacy(self, request: web.Request) -> web.StreamResponse:
-        op, cid, token = (
-            "check-authorization",
-            request.match_info["client_id"],
-            request.match_info["access_token"],
-        )
-
-        async def answer() -> web.StreamResponse:
-            return self._authorization_or_404(request, op, token, cid)
-
-        return await self._serve(request, op, cid, token, answer, exists=self.legacy_paths)
-
-    async def _serve(
-        self,
-        request: web.Request,
-        op: str,
-        cid: str,
-        token: str | None,
-        answer: Callable[[], Awaitable[web.StreamResponse]],
-        *,
-        exists: bool = True,
-    ) -> web.StreamResponse:
-        """What every operation shares: the call log, the switches, the endpoint, app and credentials."""
-        self._arrive(Call(op, cid, self._clock(), None if token is None else _sha256(token)))
+    async def _serve(self, request: web.Request, route: _Route) -> web.StreamResponse:
+        """What every operation shares: the call log, the switches, the endpoint, app and credentials,
+        the token and the body; then the operation's own answer."""
+        op, cid = route.op, request.match_info["client_id"]
+        body: object = {}
+        if route.legacy:
+            token: str | None = request.match_info["access_token"]
+        else:
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                body = None
+            token = body.get("access_token") if isinstance(body, dict) else None
+            token = token if isinstance(token, str) and token else None
+        self._arrive(Call(op, cid, self._clock(), None if token is None else sha256(token)))
         if self.latency > 0:
             await asyncio.sleep(self.latency)
         if self._hang and self._wake is not None:
             await self._wake.wait()
         if self._closing:
-            return _error(503, "Service Unavailable", op)
+            return error(503, "Service Unavailable", op)
         if self.outage is not None:
-            return _outage(self.outage, op)
-        if not exists or cid not in self.apps:
-            return _error(404, "Not Found", op)
+            return outage(self.outage, op)
+        if (route.legacy and not self.legacy_paths) or cid not in self.apps:
+            return error(404, "Not Found", op)
         if not self._authenticated(request, cid):
-            return _error(401, "Requires authentication", op)
-        return await answer()
+            return error(401, "Requires authentication", op)
+        if body is None:
+            return error(400, "Problems parsing JSON", op)
+        if token is None or not isinstance(body, dict):
+            return validation_failed(op, field="access_token")
+        return route.answer(self, request, op, cid, token, body)
 
     def _authenticated(self, request: web.Request, cid: str) -> bool:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
@@ -276,90 +310,107 @@ class FakeGitHub:
         same_secret = hmac.compare_digest(password.encode(), self.apps[cid].encode())
         return scheme.lower() == "basic" and bool(colon) and same_id and same_secret
 
-    def _authorization_or_404(self, request: web.Request, op: str, token: str, cid: str) -> web.Response:
+    # -----------------------------------------------------------------------------------------------
+    # The operations, once the app is authenticated and the token read
+
+    def _check(
+        self, request: web.Request, op: str, cid: str, token: str, _body: Mapping[str, object]
+    ) -> web.Response:
         entry = self.live(token, cid)
         if entry is None:
-            return _error(404, "Not Found", op)
-        body = self._authorization(request, token, entry)
-        if op == "check-authorization":
+            return error(404, "Not Found", op)
+        return self._authorization(request, op, token, entry)
+
+    def _reset(
+        self, request: web.Request, op: str, cid: str, token: str, _body: Mapping[str, object]
+    ) -> web.Response:
+        entry = self.live(token, cid)
+        if entry is None:
+            return error(404, "Not Found", op)
+        match = _TOKEN_PREFIX.match(token)
+        new = _new_token(match.group(0) if match else "")
+        entry.revoked = True  # the same authorization, with a new token: the old one stops working
+        renewed = dataclasses.replace(entry, revoked=False, updated_at=self._clock())
+        self._tokens[sha256(new)] = renewed
+        return self._authorization(request, op, new, renewed)
+
+    def _delete(
+        self, _request: web.Request, op: str, cid: str, token: str, _body: Mapping[str, object]
+    ) -> web.Response:
+        entry = self.live(token, cid)
+        if entry is None:
+            return error(404, "Not Found", op)
+        entry.revoked = True
+        return web.Response(status=204)
+
+    def _delete_grant(
+        self, _request: web.Request, op: str, cid: str, token: str, _body: Mapping[str, object]
+    ) -> web.Response:
+        entry = self.live(token, cid)
+        if entry is None:
+            return error(404, "Not Found", op)
+        for other in self._tokens.values():
+            if other.client_id == cid and other.user_id == entry.user_id:
+                other.revoked = True
+        return web.Response(status=204)
+
+    def _scope(
+        self, request: web.Request, op: str, cid: str, token: str, body: Mapping[str, object]
+    ) -> web.Response:
+        entry = self.live(token, cid)
+        if entry is None:
+            return error(404, "Not Found", op)
+        if not token.startswith("ghu_") or entry.restriction is not None:
+            why = "expected a GitHub App user access token that is not scoped already"
+            return validation_failed(op, field="access_token", code="invalid", message=why)
+        restriction = scope_request(self._accounts.values(), op, body)
+        if isinstance(restriction, web.Response):
+            return restriction
+        scoped = FakeToken(
+            id=next(self._ids),
+            login=entry.login,
+            user_id=entry.user_id,
+            scopes=(),
+            client_id=cid,
+            created_at=self._clock(),
+            expires_at=entry.expires_at,
+            restriction=restriction,
+        )
+        new = _new_token("ghu_")
+        self._tokens[sha256(new)] = scoped
+        return self._authorization(request, op, new, scoped)
+
+    def _authorization(self, request: web.Request, op: str, token: str, entry: FakeToken) -> web.Response:
+        site = f"{request.scheme}://{request.host}"
+        api = site + ("/api/v3" if request.path.startswith("/api/v3/") else "")
+        target = entry.restriction
+        account = None if target is None else self._accounts.get(target.account.casefold())
+        body = authorization(site, api, token, entry, account)
+        if op in _LEGACY_OPS and body["installation"] is None:
             # The deprecated path forms are an old server's: its answers predate scoped tokens, and its
             # schema (GHES 2.22) admits no `installation: null` under OpenAPI 3.0's nullable rules.
             del body["installation"]
         return web.json_response(body)
 
-    def _authorization(self, request: web.Request, token: str, entry: FakeToken) -> dict[str, object]:
-        """The `authorization` object GitHub answers with (it echoes the token back)."""
-        site = f"{request.scheme}://{request.host}"
-        api = site + ("/api/v3" if request.path.startswith("/api/v3/") else "")
-        user_api = f"{api}/users/{entry.login}"
-        node_id = base64.b64encode(f"04:User{entry.user_id}".encode()).decode()
-        return {
-            "id": entry.id,
-            "url": f"{api}/authorizations/{entry.id}",
-            "scopes": list(entry.scopes),
-            "token": token,
-            "token_last_eight": token[-8:],
-            "hashed_token": _sha256(token),
-            "app": {"client_id": entry.client_id, "name": f"Fake app {entry.client_id}", "url": site},
-            "note": None,
-            "note_url": None,
-            "updated_at": _iso(entry.created_at),
-            "created_at": _iso(entry.created_at),
-            "fingerprint": None,
-            "expires_at": None if entry.expires_at is None else _iso(entry.expires_at),
-            "user": {
-                "login": entry.login,
-                "id": entry.user_id,
-                "node_id": node_id,
-                "avatar_url": f"{site}/avatars/u/{entry.user_id}",
-                "gravatar_id": "",
-                "url": user_api,
-                "html_url": f"{site}/{entry.login}",
-                "followers_url": f"{user_api}/followers",
-                "following_url": f"{user_api}/following{{/other_user}}",
-                "gists_url": f"{user_api}/gists{{/gist_id}}",
-                "starred_url": f"{user_api}/starred{{/owner}}{{/repo}}",
-                "subscriptions_url": f"{user_api}/subscriptions",
-                "organizations_url": f"{user_api}/orgs",
-                "repos_url": f"{user_api}/repos",
-                "events_url": f"{user_api}/events{{/privacy}}",
-                "received_events_url": f"{user_api}/received_events",
-                "type": "User",
-                "site_admin": False,
-            },
-            "installation": None,
-        }
+
+def _new_token(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(36))
 
 
-def _error(status: int, message: str, op: str | None = None) -> web.Response:
-    """GitHub's basic-error body."""
-    doc = DOCS + _ANCHORS.get(op or "", "")
-    return web.json_response({"message": message, "documentation_url": doc}, status=status)
-
-
-def _validation_failed(op: str | None, *, field: str | None = None) -> web.Response:
-    """GitHub's validation-error body (422)."""
-    body: dict[str, object] = {
-        "message": "Validation Failed",
-        "documentation_url": DOCS + _ANCHORS.get(op or "", ""),
-    }
-    if field is not None:
-        body["errors"] = [{"resource": "OauthAccess", "field": field, "code": "missing_field"}]
-    return web.json_response(body, status=422)
-
-
-def _outage(status: int, op: str) -> web.Response:
-    if status == 422:
-        return _validation_failed(op)
-    if status == 500:
-        return web.json_response({"message": "Server Error"}, status=500)
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    return (
-        _error(status, phrase, op) if status < 500 else web.json_response({"message": phrase}, status=status)
-    )
+_ROUTES = (  # paths below /applications/{client_id}
+    _Route("apps/check-token", "POST", "/token", FakeGitHub._check),
+    _Route("apps/reset-token", "PATCH", "/token", FakeGitHub._reset),
+    _Route("apps/delete-token", "DELETE", "/token", FakeGitHub._delete),
+    _Route("apps/delete-authorization", "DELETE", "/grant", FakeGitHub._delete_grant),
+    _Route("apps/scope-token", "POST", "/token/scoped", FakeGitHub._scope),
+    _Route("apps/check-authorization", "GET", "/tokens/{access_token}", FakeGitHub._check),
+    _Route("apps/reset-authorization", "POST", "/tokens/{access_token}", FakeGitHub._reset),
+    _Route(
+        "apps/revoke-authorization-for-application", "DELETE", "/tokens/{access_token}", FakeGitHub._delete
+    ),
+    _Route("apps/revoke-grant-for-application", "DELETE", "/grants/{access_token}", FakeGitHub._delete_grant),
+)
+_LEGACY_OPS = frozenset(route.op for route in _ROUTES if route.legacy)
 
 
 @web.middleware
@@ -370,11 +421,13 @@ async def _json_errors(
     try:
         return await handler(request)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
-        return _error(404, "Not Found")
+        return error(404, "Not Found")
 
 
 # ---------------------------------------------------------------------------------------------------
 # `gateway fake-github`
+
+_EIGHT_HOURS = 8 * 3600.0  # GitHub App user tokens expire after 8 hours
 
 
 def _app_arg(value: str) -> tuple[str, str]:
@@ -401,7 +454,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="tokens",
         action="append",
         metavar="LOGIN:ID:SCOPES[:CLIENT_ID]",
-        help="issue a token and print it (repeatable); SCOPES comma-separated, may be empty",
+        help="issue an OAuth App token (gho_), print it (repeatable); SCOPES comma-separated, may be empty",
+    )
+    parser.add_argument(
+        "--app-token",
+        dest="app_tokens",
+        action="append",
+        metavar="LOGIN:ID[:CLIENT_ID]",
+        help="issue a GitHub App user token (ghu_, expires in 8 hours) and print it (repeatable)",
+    )
+    parser.add_argument(
+        "--account",
+        dest="accounts",
+        action="append",
+        metavar="LOGIN:ID[:REPO,...]",
+        help="an organization the GitHub App is installed on, a target for scoped tokens (repeatable)",
     )
     parser.add_argument(
         "--legacy-paths", action="store_true", help="serve the deprecated …/tokens/{token} paths"
@@ -427,20 +494,46 @@ def _issue(fake: FakeGitHub, spec: str) -> tuple[str, str]:
     return f"{login} (id {uid}, app {client_id}, scopes: {scopes or '-'})", token
 
 
+def _issue_app_token(fake: FakeGitHub, spec: str) -> tuple[str, str]:
+    """Issue the GitHub App user token an --app-token spec describes; returns (description, token)."""
+    login, _, rest = spec.partition(":")
+    uid, _, client_id = rest.partition(":")
+    if not login or not uid.isdigit() or (client_id and client_id not in fake.apps):
+        raise ValueError(f"--app-token: expected LOGIN:ID[:CLIENT_ID] with a known CLIENT_ID, got {spec!r}")
+    client_id = client_id or next(iter(fake.apps))
+    token = fake.add_token(login, int(uid), client_id=client_id, prefix="ghu_", expires_in=_EIGHT_HOURS)
+    return f"{login} (id {uid}, app {client_id}, GitHub App user token)", token
+
+
+def _add_account(fake: FakeGitHub, spec: str) -> str:
+    """Register the account an --account spec describes; returns its description."""
+    login, _, rest = spec.partition(":")
+    account_id, _, repos = rest.partition(":")
+    if not login or not account_id.isdigit() or int(account_id) == 0:
+        raise ValueError(f"--account: expected LOGIN:ID[:REPO,...], got {spec!r}")
+    names = [name for name in repos.split(",") if name]
+    fake.add_account(login, int(account_id), names)
+    return f"{login} (id {account_id}, repositories: {', '.join(names) or '-'})"
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve a fake GitHub until SIGINT or SIGTERM; returns the exit status."""
     fake = FakeGitHub(dict(args.apps or [DEMO_APP]), legacy_paths=args.legacy_paths)
     fake.latency = args.latency
     try:
+        accounts = [_add_account(fake, spec) for spec in args.accounts or ()]
         issued = [_issue(fake, spec) for spec in args.tokens or ()]
+        issued += [_issue_app_token(fake, spec) for spec in args.app_tokens or ()]
     except ValueError as exc:
         print(f"gateway fake-github: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_serve_until_signal(fake, args.host, args.port, issued))
+    asyncio.run(_serve_until_signal(fake, args.host, args.port, issued, accounts))
     return 0
 
 
-async def _serve_until_signal(fake: FakeGitHub, host: str, port: int, issued: list[tuple[str, str]]) -> None:
+async def _serve_until_signal(
+    fake: FakeGitHub, host: str, port: int, issued: list[tuple[str, str]], accounts: list[str]
+) -> None:
     runner = web.AppRunner(fake.app(), handle_signals=False, access_log=None)
     await runner.setup()
     try:
@@ -455,6 +548,7 @@ async def _serve_until_signal(fake: FakeGitHub, host: str, port: int, issued: li
         url = f"http://{f'[{bound[0]}]' if ':' in bound[0] else bound[0]}:{bound[1]}"
         lines = [f"fake GitHub serving on {url} (GHES style under {url}/api/v3)"]
         lines += [f"  app {cid}" for cid in fake.apps]
+        lines += [f"  account {what}" for what in accounts]
         lines += [f"  token for {who}: {token}" for who, token in issued]
         lines.append(f"  deprecated …/tokens/{{access_token}} paths: {'on' if fake.legacy_paths else 'off'}")
         lines.append("stop it with Ctrl-C or SIGTERM")

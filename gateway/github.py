@@ -1,24 +1,57 @@
-"""GitHub's OAuth Apps API: the one client that talks to GitHub (DESIGN §3, §9).
+"""GitHub's OAuth Apps API: the one client that talks to GitHub (DESIGN §3, §5, §6, §9).
+
+Every operation of the API, in both forms. `check_method: token` (github.com, any current GHES) sends the
+token in a JSON body; `check_method: legacy` (old GHES) uses the deprecated path forms, which
+github.com removed on 2021-05-05 and GHES in 3.4. Scoping has no path form: it always uses the body.
+
+    method        token form (GitHub's operationId)        legacy form (GitHub's operationId)
+    check         POST   …/token  (apps/check-token)        GET    …/tokens/{t}  (apps/check-authorization)
+    reset         PATCH  …/token  (apps/reset-token)        POST   …/tokens/{t}  (apps/reset-authorization)
+    delete        DELETE …/token  (apps/delete-token)       DELETE …/tokens/{t}
+                                                            (apps/revoke-authorization-for-application)
+    delete_grant  DELETE …/grant  (apps/delete-authorization)
+                                                            DELETE …/grants/{t}
+                                                            (apps/revoke-grant-for-application)
+    scoped        POST   …/token/scoped (apps/scope-token)  none: the token form is used
+
+Each method asks the configured apps in order (or the one `client_id` names); a 404 from one means
+"not this app's token", so the next is asked, and None / False means no app knows the token.
 
 Every operation goes through `GitHubClient._request`, which owns what GitHub calls have in common:
-Basic auth with the app's credentials, GitHub's headers, a timeout per attempt, retries (connection
-errors, timeouts and 5xx only) with jittered exponential backoff, a cap on calls in flight, a breaker
-that fails fast while GitHub is backed off, and the translation of aiohttp errors and GitHub statuses
-into the `GitHubError` tree. An operation only says what a 2xx or a 404 means.
+Basic auth with the app's credentials, GitHub's headers, a timeout per attempt, retries with jittered
+exponential backoff, a cap on calls in flight, a breaker that fails fast while GitHub is backed off,
+and the translation of aiohttp errors and GitHub statuses into the `GitHubError` tree:
 
-    2xx, 404                   the operation's parser decides (check: identity / next app)
-    401                        AppCredentialsRejected (logged at ERROR)
-    422, 5xx, 429, rate-limit 403, timeouts, connection errors
+    200, 204                   the operation's answer, validated strictly (off-schema: below)
+    404 (GitHub's JSON)        not this app's token: the next app is asked
+    401                        AppCredentialsRejected (logged at ERROR); no other app is asked
+    422 on check               GitHubUnavailable ("validation failed, or the endpoint has been
+                               spammed": a check sends nothing a caller chose), and GitHub is backed off
+    422 on the others          GitHubValidationFailed with GitHub's validation-error in `details`, and
+                               no backoff: the input was refused (a GitHub App token is needed, the
+                               repository is not the target's …). SECURITY: backing off here would let
+                               any caller of an upstream_token route switch off authentication for
+                               everyone by sending a token that cannot be scoped. It counts as
+                               GitHub answering (`last_success`).
+    5xx, 429, rate-limit 403, timeouts, connection errors
                                GitHubUnavailable, and GitHub is backed off (1s, doubling, capped 30s)
-    other 4xx, off-schema      GitHubUnavailable
+    other 4xx, other 2xx, a 404 that is not GitHub's JSON, an answer off GitHub's schema
+                               GitHubUnavailable (4xx: GitHub's message in `details`)
 
-No token ever appears in an exception, a log line or a repr; answers (which echo the token back)
-are parsed into values and dropped.
+Retries (`retries`, on connection errors, timeouts and 5xx) only where repeating is safe: check,
+delete and delete grant. Reset and scope change state and answer with a token that is shown once: an
+attempt that may have reached GitHub is never repeated (the first may have reset the token, and its
+answer would be lost), only one that failed to connect. A delete repeated after an attempt whose
+answer was lost may find the token already gone: False, though it is revoked all the same.
+
+No token, old or new, ever appears in an exception, a log line or a repr; answers (which echo the
+token back) are parsed into values and dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json as jsonlib
 import logging
 import math
@@ -26,8 +59,9 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Final, TypeVar
 from urllib.parse import quote
 
@@ -35,11 +69,11 @@ import aiohttp
 from yarl import URL
 
 from . import __version__
-from .config import GitHubApp, GitHubConfig
-from .errors import AppCredentialsRejected, GitHubUnavailable
+from .config import GitHubApp, GitHubConfig, UpstreamTokenConfig
+from .errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
 from .identity import Identity
 
-__all__ = ["API_VERSION", "MEDIA_TYPE", "USER_AGENT", "GitHubClient", "Observer"]
+__all__ = ["API_VERSION", "MEDIA_TYPE", "USER_AGENT", "GitHubClient", "IssuedToken", "Observer"]
 
 log = logging.getLogger("gateway.github")
 
@@ -57,10 +91,46 @@ _RETRY_BASE, _RETRY_CAP = 0.1, 1.0
 _BACKOFF_START, _BACKOFF_CAP = 1.0, 30.0
 _LOGIN = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _SCOPE = re.compile(r"[a-z0-9:_.-]{1,100}")
+_B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token
+_MAX_TOKEN = 255  # GitHub's documented maximum token length
+_PERMISSION = re.compile(r"[a-z0-9_]{1,100}")
+_LEVELS = frozenset({"read", "write", "admin"})
 _MAX_ID = 2**63 - 1
 _RETRYABLE = (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token GitHub just minted (reset or scoped): shown once, never logged."""
+
+    token: str = field(repr=False)
+    identity: Identity
+    permissions: Mapping[str, str]  # scoped tokens: the installation's permissions; {} otherwise
+    repositories: tuple[str, ...]  # scoped tokens limited to selected repositories, else ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One operation: GitHub's operationId, method and path below /applications/{client_id}."""
+
+    id: str
+    method: str
+    path: str  # "{token}" in it: the deprecated path form, else the token goes in the JSON body
+    repeatable: bool = True  # may be sent again after an attempt that may have reached GitHub
+    spam: bool = False  # a 422 means "spammed" (back off), not "your input was refused"
+
+
+_CHECK = _Op("apps/check-token", "POST", "/token", spam=True)
+_CHECK_LEGACY = _Op("apps/check-authorization", "GET", "/tokens/{token}", spam=True)
+_RESET = _Op("apps/reset-token", "PATCH", "/token", repeatable=False)
+_RESET_LEGACY = _Op("apps/reset-authorization", "POST", "/tokens/{token}", repeatable=False)
+_DELETE = _Op("apps/delete-token", "DELETE", "/token")
+_DELETE_LEGACY = _Op("apps/revoke-authorization-for-application", "DELETE", "/tokens/{token}")
+_GRANT = _Op("apps/delete-authorization", "DELETE", "/grant")
+_GRANT_LEGACY = _Op("apps/revoke-grant-for-application", "DELETE", "/grants/{token}")
+_SCOPE_TOKEN = _Op("apps/scope-token", "POST", "/token/scoped", repeatable=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +188,7 @@ class GitHubClient:
         self._slots = asyncio.Semaphore(config.max_concurrent_checks)
         self._breaker = _Breaker(clock)
         self._last_success: float | None = None
+        self._legacy = config.check_method == "legacy"
 
     def __repr__(self) -> str:
         apps = ", ".join(app.client_id for app in self._config.apps)
@@ -134,31 +205,82 @@ class GitHubClient:
 
     async def check(self, token: str) -> Identity | None:
         """Whose token this is, asking each configured app in turn; None when none knows it."""
-        for app in self._config.apps:
-            cid = quote(app.client_id, safe="")
-            if self._config.check_method == "legacy":
-                path, method, body = f"/applications/{cid}/tokens/{quote(token, safe='')}", "GET", None
-                op = "check-authorization"
-            else:
-                path, method, body = f"/applications/{cid}/token", "POST", {"access_token": token}
-                op = "check-token"
-            identity = await self._request(
-                app, method, path, op=op, json=body, secret=token, parse=_identity_of(app.client_id)
-            )
-            if identity is not None:
-                return identity
-        return None
+        op = _CHECK_LEGACY if self._legacy else _CHECK
+        return await self._each_app(op, token, None, _checked)
+
+    async def reset(self, token: str, *, client_id: str | None = None) -> IssuedToken | None:
+        """Replace a token with a new one (the old one stops working at once); None: no app knows it."""
+        op = _RESET_LEGACY if self._legacy else _RESET
+        return await self._each_app(op, token, client_id, _issued(scoped=False))
+
+    async def delete(self, token: str, *, client_id: str | None = None) -> bool:
+        """Revoke one token; False when no app knows it."""
+        op = _DELETE_LEGACY if self._legacy else _DELETE
+        return await self._each_app(op, token, client_id, _deleted) is not None
+
+    async def delete_grant(self, token: str, *, client_id: str | None = None) -> bool:
+        """Revoke the grant of the token's user for the app: every token of theirs for it; False when
+        no app knows the token."""
+        op = _GRANT_LEGACY if self._legacy else _GRANT
+        return await self._each_app(op, token, client_id, _deleted) is not None
+
+    async def scoped(
+        self, token: str, spec: UpstreamTokenConfig, *, client_id: str | None = None
+    ) -> IssuedToken | None:
+        """Mint a token limited to `spec` from a GitHub App user token (body form, whatever
+        `check_method`: the deprecated API has none). None: no app knows the token, or the target
+        (GitHub answers both with 404). A token that cannot be scoped: GitHubValidationFailed."""
+        fields: dict[str, object] = {
+            "target": spec.target,
+            "target_id": spec.target_id,
+            "repositories": list(spec.repositories),
+            "repository_ids": list(spec.repository_ids),
+            "permissions": dict(spec.permissions),
+        }
+        requested = spec.repositories or tuple(str(i) for i in spec.repository_ids)
+        extra = {k: v for k, v in fields.items() if v is not None and v != [] and v != {}}
+        return await self._each_app(_SCOPE_TOKEN, token, client_id, _issued(requested, scoped=True), extra)
 
     # -----------------------------------------------------------------------------------------------
     # What every operation shares
 
+    def _apps(self, client_id: str | None) -> tuple[GitHubApp, ...]:
+        if client_id is None:
+            return self._config.apps
+        apps = tuple(app for app in self._config.apps if app.client_id == client_id)
+        if not apps:
+            known = ", ".join(app.client_id for app in self._config.apps)
+            raise ValueError(f"{client_id!r} is not a configured app; expected one of: {known}")
+        return apps
+
+    async def _each_app(
+        self,
+        op: _Op,
+        token: str,
+        client_id: str | None,
+        parse: Callable[[str, _Answer], T | None],
+        extra: Mapping[str, object] | None = None,
+    ) -> T | None:
+        """Ask each app (or the one named) in turn; the first answer that is not a 404 settles it."""
+        for app in self._apps(client_id):
+            prefix = f"/applications/{quote(app.client_id, safe='')}"
+            if "{token}" in op.path:
+                path, body = prefix + op.path.format(token=quote(token, safe="")), None
+            else:
+                path, body = prefix + op.path, {"access_token": token, **(extra or {})}
+            result = await self._request(
+                app, op, path, json=body, secret=token, parse=functools.partial(parse, app.client_id)
+            )
+            if result is not None:
+                return result
+        return None
+
     async def _request(
         self,
         app: GitHubApp,
-        method: str,
+        op: _Op,
         path: str,
         *,
-        op: str,
         parse: Callable[[_Answer], T],
         json: Mapping[str, object] | None = None,
         secret: str = "",
@@ -168,23 +290,24 @@ class GitHubClient:
         tries = self._config.retries + 1
         for attempt in range(1, tries + 1):
             try:
-                status, hint, raw = await self._attempt(app, method, url, op, json)
+                status, hint, raw = await self._attempt(app, op, url, json)
             except _RETRYABLE as exc:
-                if attempt < tries:
+                # an attempt that never connected never reached GitHub: repeating it is always safe
+                if attempt < tries and (op.repeatable or isinstance(exc, aiohttp.ClientConnectorError)):
                     await self._sleep(_delay(attempt))
                     continue
                 self._backoff(None, f"GitHub gave no answer ({type(exc).__name__})")
                 raise _unreachable(exc, self._config.timeout, secret) from _safe_cause(exc, secret)
             except aiohttp.ClientError as exc:
                 raise _unreachable(exc, self._config.timeout, secret) from _safe_cause(exc, secret)
-            if status >= 500 and attempt < tries:
+            if status >= 500 and attempt < tries and op.repeatable:
                 await self._sleep(_delay(attempt))
                 continue
-            return self._settle(app, status, hint, raw, parse, secret)
+            return self._settle(app, op, status, hint, raw, parse, secret)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(
-        self, app: GitHubApp, method: str, url: URL, op: str, json: Mapping[str, object] | None
+        self, app: GitHubApp, op: _Op, url: URL, json: Mapping[str, object] | None
     ) -> tuple[int, float | None, bytes]:
         """One HTTP exchange under the concurrency cap: status, Retry-After hint, body."""
         self._fail_fast()
@@ -194,7 +317,7 @@ class GitHubClient:
             status: int | None = None
             try:
                 async with self._session.request(
-                    method,
+                    op.method,
                     url,
                     json=json,
                     headers={**self._headers, "Authorization": _basic(app)},
@@ -206,11 +329,12 @@ class GitHubClient:
                     return status, _retry_after_hint(resp.headers), raw
             finally:
                 if self._observer is not None:
-                    self._observer(op, status, self._clock() - started)
+                    self._observer(op.id, status, self._clock() - started)
 
     def _settle(
         self,
         app: GitHubApp,
+        op: _Op,
         status: int,
         hint: float | None,
         raw: bytes,
@@ -223,8 +347,7 @@ class GitHubClient:
             if status == 404 and not isinstance(body, dict):  # a 404 page, not GitHub's: wrong api_url?
                 raise GitHubUnavailable("GitHub's 404 answer was not GitHub's JSON error", status=404)
             value = parse(_Answer(status, body))
-            self._last_success = self._clock()
-            self._breaker.succeeded()
+            self._answered()
             return value
         if status == 401:
             log.error(
@@ -232,17 +355,22 @@ class GitHubClient:
                 app.client_id,
             )
             raise AppCredentialsRejected(f"GitHub rejected the credentials of app {app.client_id} (401)")
+        details = _error_details(raw, secret)
+        if status == 422 and not op.spam:
+            self._answered()  # GitHub is up and judged the input: nothing to back off from
+            raise GitHubValidationFailed(_refused(op.id, details), status=422, details=details)
         if status == 422:
-            error = GitHubUnavailable(
-                "GitHub answered 422: validation failed, or the endpoint has been spammed",
-                status=422,
-                details=_validation_details(raw, secret),
-            )
+            message = "GitHub answered 422: validation failed, or the endpoint has been spammed"
+            error = GitHubUnavailable(message, status=422, details=details)
         else:
-            error = GitHubUnavailable(f"GitHub answered {status}", status=status)
+            error = GitHubUnavailable(f"GitHub answered {status} to {op.id}", status=status, details=details)
         if status == 422 or status >= 500 or status == 429 or (status == 403 and hint is not None):
             self._backoff(hint, str(error))
         raise error
+
+    def _answered(self) -> None:
+        self._last_success = self._clock()
+        self._breaker.succeeded()
 
     def _fail_fast(self) -> None:
         if (left := self._breaker.remaining()) > 0:
@@ -287,8 +415,9 @@ def _retry_after_hint(headers: Mapping[str, str]) -> float | None:
 def _json(raw: bytes, status: int) -> object:
     try:
         return jsonlib.loads(raw)
-    except ValueError as exc:
-        raise GitHubUnavailable(f"GitHub's {status} answer was not JSON", status=status) from exc
+    except ValueError:
+        # SECURITY: not chained: a JSONDecodeError keeps the whole document, which may hold a token
+        raise GitHubUnavailable(f"GitHub's {status} answer was not JSON", status=status) from None
 
 
 def _redact(text: str, secret: str) -> str:
@@ -315,8 +444,9 @@ def _unreachable(exc: BaseException, timeout: float, secret: str) -> GitHubUnava
     return GitHubUnavailable(f"cannot reach GitHub: {_redact(str(exc), secret) or type(exc).__name__}")
 
 
-def _validation_details(raw: bytes, secret: str) -> dict[str, object] | None:
-    """GitHub's validation-error body, keeping message and errors[] (never a field's value)."""
+def _error_details(raw: bytes, secret: str) -> dict[str, object] | None:
+    """GitHub's error body (basic-error or validation-error): message, documentation_url and errors[]
+    (never a field's value, which may be the token)."""
     try:
         body = jsonlib.loads(raw)
     except ValueError:
@@ -345,8 +475,22 @@ def _validation_details(raw: bytes, secret: str) -> dict[str, object] | None:
     return details
 
 
-def _off_schema(what: str) -> GitHubUnavailable:
-    return GitHubUnavailable(f"GitHub's answer did not fit its schema: {what}", status=200)
+def _refused(op_id: str, details: Mapping[str, object] | None) -> str:
+    """The message of a GitHubValidationFailed: GitHub's reasons, from the already redacted details."""
+    details = details or {}
+    reasons = [str(details.get("message") or "Validation Failed")]
+    items = details.get("errors")
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, dict):
+            keys = ("resource", "field", "code", "message")
+            reasons.append(" ".join(str(item[k]) for k in keys if k in item))
+        else:
+            reasons.append(str(item))
+    return f"GitHub refused {op_id} (422): {'; '.join(r for r in reasons if r)}"
+
+
+def _off_schema(what: str, status: int = 200) -> GitHubUnavailable:
+    return GitHubUnavailable(f"GitHub's answer did not fit its schema: {what}", status=status)
 
 
 def _timestamp(value: object) -> float | None:
@@ -363,37 +507,79 @@ def _timestamp(value: object) -> float | None:
     return moment.timestamp()
 
 
-def _identity_of(client_id: str) -> Callable[[_Answer], Identity | None]:
-    """The parser of a check answer: None for 404, else the identity in a strictly valid answer."""
+# ---------------------------------------------------------------------------------------------------
+# Parsers of each operation's answer: None for a 404 (not this app's token), else a strictly valid value
 
-    def parse(answer: _Answer) -> Identity | None:
+
+def _authorization(answer: _Answer) -> dict[str, object]:
+    if answer.status != 200 or not isinstance(answer.body, dict):
+        raise _off_schema(f"a {answer.status} answer without an authorization object", answer.status)
+    return answer.body
+
+
+def _identity(body: Mapping[str, object], client_id: str) -> Identity:
+    """The identity in an `authorization` object."""
+    user = body.get("user")
+    if not isinstance(user, dict):
+        raise _off_schema("user is not an object")
+    login = user.get("login")
+    if not isinstance(login, str) or not _LOGIN.fullmatch(login):
+        raise _off_schema("user.login is not a GitHub login")
+    user_id = user.get("id")
+    if type(user_id) is not int or not 0 < user_id <= _MAX_ID:
+        raise _off_schema("user.id is not a positive integer")
+    if "scopes" not in body:
+        raise _off_schema("scopes is missing")
+    scopes = [] if body["scopes"] is None else body["scopes"]
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and _SCOPE.fullmatch(s) for s in scopes):
+        raise _off_schema("scopes is not a list of scope names")
+    return Identity(
+        login=login,
+        user_id=user_id,
+        scopes=tuple(scopes),
+        expires_at=_timestamp(body.get("expires_at")),
+        client_id=client_id,
+    )
+
+
+def _checked(client_id: str, answer: _Answer) -> Identity | None:
+    return None if answer.status == 404 else _identity(_authorization(answer), client_id)
+
+
+def _deleted(_client_id: str, answer: _Answer) -> bool | None:
+    if answer.status == 404:
+        return None
+    if answer.status != 204:
+        raise _off_schema(f"a {answer.status} answer where GitHub answers 204", answer.status)
+    return True
+
+
+def _issued(requested: tuple[str, ...] = (), *, scoped: bool) -> Callable[[str, _Answer], IssuedToken | None]:
+    """The parser of a reset or scope answer. GitHub names no repositories in it (only
+    `repository_selection`), so a token limited to selected repositories lists the ones requested."""
+
+    def parse(client_id: str, answer: _Answer) -> IssuedToken | None:
         if answer.status == 404:
             return None
-        body = answer.body
-        if answer.status != 200 or not isinstance(body, dict):
-            raise _off_schema(f"a {answer.status} answer without an authorization object")
-        user = body.get("user")
-        if not isinstance(user, dict):
-            raise _off_schema("user is not an object")
-        login = user.get("login")
-        if not isinstance(login, str) or not _LOGIN.fullmatch(login):
-            raise _off_schema("user.login is not a GitHub login")
-        user_id = user.get("id")
-        if type(user_id) is not int or not 0 < user_id <= _MAX_ID:
-            raise _off_schema("user.id is not a positive integer")
-        if "scopes" not in body:
-            raise _off_schema("scopes is missing")
-        scopes = [] if body["scopes"] is None else body["scopes"]
-        if not isinstance(scopes, list) or not all(
-            isinstance(s, str) and _SCOPE.fullmatch(s) for s in scopes
+        body = _authorization(answer)
+        token = body.get("token")
+        if not isinstance(token, str) or len(token) > _MAX_TOKEN or not _B64TOKEN.fullmatch(token):
+            raise _off_schema("token is not a token (a b64token of at most 255 characters)")
+        identity = _identity(body, client_id)
+        installation = body.get("installation")
+        if installation is None and not scoped:
+            return IssuedToken(token, identity, MappingProxyType({}), ())
+        if not isinstance(installation, dict):
+            raise _off_schema("installation is not an object")
+        permissions = installation.get("permissions")
+        if not isinstance(permissions, dict) or not all(
+            isinstance(k, str) and _PERMISSION.fullmatch(k) and v in _LEVELS for k, v in permissions.items()
         ):
-            raise _off_schema("scopes is not a list of scope names")
-        return Identity(
-            login=login,
-            user_id=user_id,
-            scopes=tuple(scopes),
-            expires_at=_timestamp(body.get("expires_at")),
-            client_id=client_id,
-        )
+            raise _off_schema("installation.permissions is not a map of permissions to read/write/admin")
+        selection = installation.get("repository_selection")
+        if selection not in ("all", "selected"):
+            raise _off_schema("installation.repository_selection is not 'all' or 'selected'")
+        repositories = requested if selection == "selected" else ()
+        return IssuedToken(token, identity, MappingProxyType(dict(permissions)), repositories)
 
     return parse

@@ -4,6 +4,7 @@ allow-lists. Pure functions and tables built once at start-up; no I/O.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -112,6 +113,7 @@ class CompiledRoute:
     users: frozenset[str]  # lower-case: GitHub logins are case-insensitive
     user_ids: frozenset[int]
     methods: frozenset[str]
+    upstream_token_key: bytes | None  # digest of the route's upstream_token spec
 
     @classmethod
     def build(cls, route: Route) -> CompiledRoute:
@@ -125,6 +127,11 @@ class CompiledRoute:
             users=frozenset(u.lower() for u in route.users),
             user_ids=frozenset(route.user_ids),
             methods=frozenset(route.methods),
+            upstream_token_key=(
+                hashlib.sha256(route.upstream_token.model_dump_json().encode()).digest()
+                if route.upstream_token
+                else None
+            ),
         )
 
     def upstream_target(self, path: str, query: str) -> str:

@@ -24,6 +24,7 @@ from gateway.fake_github import FakeGitHub
 
 CLIENT_ID = "Iv1.8a61f9b3a7aba766"
 CLIENT_SECRET = "test-secret-0123456789"
+SECOND_ID, SECOND_SECRET = "Iv1.0000000000second", "second-secret-0123"
 
 
 class FakeClock:
@@ -81,7 +82,7 @@ def base_config(world: World, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 async def world(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> World:
-    github = FakeGitHub({CLIENT_ID: CLIENT_SECRET})
+    github = FakeGitHub({CLIENT_ID: CLIENT_SECRET, SECOND_ID: SECOND_SECRET})
     gh_server = await aiohttp_server(github.app())
     up_server = await aiohttp_server(echo_app())
     return World(

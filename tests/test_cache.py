@@ -154,11 +154,11 @@ async def test_the_cache_is_bounded_and_keyed_by_digest_only() -> None:
     assert not any("tok" in repr(v.identity) for v in cache._entries.values())
 
 
-async def test_evict_forgets_a_token() -> None:
+async def test_a_revoked_token_is_refused_without_a_call() -> None:
     checker, clock = FakeChecker(), Clock()
     checker.known["t"] = ident()
-    cache = make(checker, clock)
+    cache = make(checker, clock, negative_ttl=30)
     await lookup(cache, "t")
-    cache.evict(token_digest("t"))
-    await lookup(cache, "t")
-    assert checker.calls == 2
+    cache.revoke(token_digest("t"))
+    assert await lookup(cache, "t") is None
+    assert checker.calls == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import signal
@@ -19,7 +20,7 @@ import pytest
 from aiohttp import web
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-from gateway.config import GitHubConfig
+from gateway.config import GitHubConfig, UpstreamTokenConfig
 from gateway.errors import AppCredentialsRejected, GitHubUnavailable
 from gateway.fake_github import DEMO_APP, FakeGitHub, add_arguments, run
 from gateway.github import GitHubClient
@@ -38,27 +39,40 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Schemas:
-    """GitHub's schemas of the check operations: github.com today, and an old GHES for the legacy path."""
+    """GitHub's description of every operation: github.com today for the body forms, an old GHES
+    (2.22, the last description with them) for the deprecated path forms."""
 
     def __init__(self) -> None:
         cloud = json.loads((OPENAPI / "api.github.com.apps-oauth.json").read_text())["dereferenced_paths"]
         ghes = json.loads((OPENAPI / "ghes-2.22.apps-oauth.json").read_text())["dereferenced_paths"]
-        check = cloud["/applications/{client_id}/token"]["post"]
-        legacy = ghes["/applications/{client_id}/tokens/{access_token}"]["get"]
-        self.request = check["requestBody"]["content"]["application/json"]["schema"]
-        self.answers = {
-            ("check-token", code): _json_schema(check, code) for code in check["responses"] if code != "204"
-        }
-        self.answers |= {
-            ("check-authorization", code): _json_schema(legacy, code) for code in legacy["responses"]
-        }
-        # statuses these two operations do not document: the basic-error GitHub answers them with
+        self.operations: dict[tuple[str, str], dict[str, Any]] = {}
+        for paths in (cloud, ghes):  # github.com's first: GHES 2.22 only adds the path forms
+            for path, methods in paths.items():
+                for method, operation in methods.items():
+                    self.operations.setdefault((method.upper(), path), operation)
+        # statuses an operation does not document: the basic-error GitHub answers them with
         self.basic_error = _json_schema(cloud["/applications/{client_id}/token/scoped"]["post"], "401")
 
-    def answer(self, op: str, status: int) -> Any:
-        if status < 300:
-            return self.answers[(op, str(status))]
-        return self.answers.get((op, str(status)), self.basic_error)
+    def operation(self, request: web.Request) -> dict[str, Any] | None:
+        """The operation a request to the fake is (None: no such path or method)."""
+        resource = getattr(request.match_info.route, "resource", None)
+        if resource is None:
+            return None
+        return self.operations.get((request.method, resource.canonical.removeprefix("/api/v3")))
+
+    def request(self, operation: dict[str, Any]) -> Any:
+        """The schema of the operation's JSON body; None when it takes none (the path forms)."""
+        body = operation.get("requestBody")
+        return None if body is None else body["content"]["application/json"]["schema"]
+
+    def answer(self, operation: dict[str, Any] | None, status: int) -> Any:
+        """The schema of an answer; None for an answer without a body (204)."""
+        documented = (operation or {}).get("responses", {}).get(str(status))
+        if documented is None:
+            assert status >= 400, f"an undocumented success {status}"
+            return self.basic_error
+        content = documented.get("content")
+        return None if content is None else content["application/json"]["schema"]
 
 
 def _json_schema(operation: dict[str, Any], code: str) -> Any:
@@ -90,7 +104,7 @@ class Env:
     url: str
     session: aiohttp.ClientSession
     wall: WallClock
-    validated: list[tuple[str, int]] = field(default_factory=list)
+    validated: list[tuple[str, int | str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def client(
@@ -106,31 +120,38 @@ class Env:
 
 
 def validating(env: Env, schemas: Schemas) -> Any:
-    """A middleware that checks every answer the fake sends, and every request body our client sends."""
+    """A middleware that checks every answer the fake sends, and every request our client sends,
+    against GitHub's description of the operation."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        op = "check-authorization" if "/tokens/" in request.path else "check-token"
-        if request.method == "POST" and request.headers.get("User-Agent", "").startswith("gateway/"):
-            check(env, "request", 0, schemas.request, await request.read())
+        operation = schemas.operation(request)
+        op = "unknown" if operation is None else operation["operationId"]
+        if request.headers.get("User-Agent", "").startswith("gateway/"):
+            assert operation is not None, f"our client called {request.method} {request.path}"
+            check(env, op, "request", schemas.request(operation), await request.read())
         response = await handler(request)
-        assert isinstance(response, web.Response) and response.body is not None
-        check(env, op, response.status, schemas.answer(op, response.status), response.body)
+        assert isinstance(response, web.Response)
+        check(env, op, response.status, schemas.answer(operation, response.status), response.body)
         return response
 
     return middleware
 
 
-def check(env: Env, op: str, status: int, schema: Any, raw: Any) -> None:
+def check(env: Env, op: str, status: int | str, schema: Any, raw: Any) -> None:
     try:
-        validate(schema, json.loads(raw))
+        if schema is None:
+            assert not raw, "a body where GitHub sends (or takes) none"
+        else:
+            validate(schema, json.loads(raw))
         env.validated.append((op, status))
     except Exception as exc:
         env.problems.append(f"{op} {status}: {exc}")
 
 
-@pytest.fixture
-async def env(aiohttp_server: Any, schemas: Schemas) -> AsyncIterator[Env]:
+@contextlib.asynccontextmanager
+async def open_env(aiohttp_server: Any, schemas: Schemas) -> AsyncIterator[Env]:
+    """A fake GitHub with two apps on a real socket, every exchange checked against GitHub's schemas."""
     wall = WallClock()
     fake = FakeGitHub({CID: SECRET, CID2: SECRET2}, clock=wall)
     async with aiohttp.ClientSession() as session:
@@ -140,6 +161,12 @@ async def env(aiohttp_server: Any, schemas: Schemas) -> AsyncIterator[Env]:
         env.url = str((await aiohttp_server(app)).make_url("")).rstrip("/")
         yield env
     assert env.problems == []
+
+
+@pytest.fixture
+async def env(aiohttp_server: Any, schemas: Schemas) -> AsyncIterator[Env]:
+    async with open_env(aiohttp_server, schemas) as env:
+        yield env
 
 
 def sha256(token: str) -> str:
@@ -155,7 +182,7 @@ async def test_valid_token(env: Env) -> None:
     assert await env.client().check(token) == Identity("alice", 42, ("repo", "read:org"), None, CID)
     assert env.fake.check_calls(token) == 1 and env.fake.check_calls("gho_other") == 0
     assert env.fake.calls[0].token_sha256 == sha256(token) and token not in repr(env.fake.calls)
-    assert env.validated == [("request", 0), ("check-token", 200)]
+    assert env.validated == [("apps/check-token", "request"), ("apps/check-token", 200)]
 
 
 async def test_github_app_token_expires(env: Env) -> None:
@@ -166,7 +193,7 @@ async def test_github_app_token_expires(env: Env) -> None:
     assert identity == Identity("monalisa", 2, (), env.wall.now + 8 * 3600, CID)
     env.wall.now += 8 * 3600
     assert await client.check(token) is None
-    assert ("check-token", 404) in env.validated
+    assert ("apps/check-token", 404) in env.validated
 
 
 async def test_revoked_token(env: Env) -> None:
@@ -192,7 +219,7 @@ async def test_wrong_secret(env: Env) -> None:
     with pytest.raises(AppCredentialsRejected, match=CID) as caught:
         await env.client(apps=[(CID, "wrong")]).check(token)
     assert token not in "".join(traceback.format_exception(caught.value))
-    assert env.validated[-1] == ("check-token", 401)
+    assert env.validated[-1] == ("apps/check-token", 401)
 
 
 @pytest.mark.parametrize("prefix", ["", "/api/v3"])
@@ -202,7 +229,7 @@ async def test_legacy_path_on_an_old_ghes(env: Env, prefix: str) -> None:
     identity = await env.client(prefix=prefix, check_method="legacy").check(token)
     assert identity == Identity("alice", 42, ("repo",), None, CID)
     assert env.fake.check_calls(token) == 1
-    assert env.validated == [("check-authorization", 200)]
+    assert env.validated == [("apps/check-authorization", "request"), ("apps/check-authorization", 200)]
 
 
 @pytest.mark.parametrize("prefix", ["", "/api/v3"])
@@ -210,7 +237,12 @@ async def test_legacy_path_removed(env: Env, prefix: str) -> None:
     token = env.fake.add_token("alice", 42)
     assert await env.client(prefix=prefix, check_method="legacy").check(token) is None
     assert await env.client(prefix=prefix).check(token) is not None
-    assert env.validated == [("check-authorization", 404), ("request", 0), ("check-token", 200)]
+    assert env.validated == [
+        ("apps/check-authorization", "request"),
+        ("apps/check-authorization", 404),
+        ("apps/check-token", "request"),
+        ("apps/check-token", 200),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -246,7 +278,7 @@ async def test_outage_422(env: Env) -> None:
         await env.client(retries=3).check(token)
     assert caught.value.status == 422 and env.fake.check_calls() == 1
     assert isinstance(caught.value.details, dict) and caught.value.details["message"] == "Validation Failed"
-    assert ("check-token", 422) in env.validated
+    assert ("apps/check-token", 422) in env.validated
 
 
 async def test_hang_times_out_without_leaking_the_token(env: Env) -> None:
@@ -284,7 +316,7 @@ async def test_missing_access_token_is_422(env: Env) -> None:
     assert status == 422 and body["errors"][0]["field"] == "access_token"
     status, _ = await post(env, f"/api/v3/applications/{CID}/token", json={"access_token": ""})
     assert status == 422
-    assert env.validated == [("check-token", 422)] * 2
+    assert env.validated == [("apps/check-token", 422)] * 2
 
 
 async def test_bad_json_missing_credentials_and_unknown_paths(env: Env) -> None:
@@ -327,6 +359,7 @@ def test_cli_defaults() -> None:
         False,
         0.0,
     )
+    assert (args.app_tokens, args.accounts) == (None, None)
     assert parse("--app", "Iv1.x:s:with:colons").apps == [("Iv1.x", "s:with:colons")]
 
 
@@ -334,11 +367,18 @@ def test_cli_refuses_a_bad_token_spec(capsys: pytest.CaptureFixture[str]) -> Non
     assert run(parse("--token", "alice:notanumber:repo")) == 2
     assert run(parse("--token", "alice:1:repo:Iv1.unknown")) == 2
     assert "LOGIN:ID:SCOPES" in capsys.readouterr().err
+    assert run(parse("--app-token", "carol:x")) == 2
+    assert run(parse("--app-token", "carol:3:Iv1.unknown")) == 2
+    assert "LOGIN:ID[:CLIENT_ID]" in capsys.readouterr().err
+    assert run(parse("--account", "octo-org:0")) == 2
+    assert run(parse("--account", "octo-org:100", "--account", "octo-org:101")) == 2
+    assert "--account" in capsys.readouterr().err
 
 
 async def test_cli_serves_until_sigterm() -> None:
     argv = ["--port", "0", "--token", "alice:1:repo,read:org", "--token", f"bob:2::{CID2}"]
     argv += ["--app", f"{CID}:{SECRET}", "--app", f"{CID2}:{SECRET2}", "--legacy-paths"]
+    argv += ["--app-token", "carol:3", "--account", "octo-org:100:api,web"]
     code = (
         "import argparse, sys; from gateway.fake_github import add_arguments, run\n"
         "p = argparse.ArgumentParser(); add_arguments(p); sys.exit(run(p.parse_args(sys.argv[1:])))"
@@ -360,11 +400,18 @@ async def test_cli_serves_until_sigterm() -> None:
                 "api_url": url,
                 "apps": [{"client_id": c, "client_secret": s} for c, s in [(CID, SECRET)]],
             }
-            alice = await GitHubClient(GitHubConfig.model_validate(data), session).check(tokens["alice"])
+            first = GitHubClient(GitHubConfig.model_validate(data), session)
+            alice = await first.check(tokens["alice"])
+            carol = await first.scoped(
+                tokens["carol"], UpstreamTokenConfig(target="octo-org", repositories=("web",))
+            )
             data["apps"] = [{"client_id": CID2, "client_secret": SECRET2}]
             bob = await GitHubClient(GitHubConfig.model_validate(data), session).check(tokens["bob"])
         assert alice == Identity("alice", 1, ("repo", "read:org"), None, CID)
         assert bob == Identity("bob", 2, (), None, CID2)
+        assert carol is not None and carol.identity.login == "carol" and carol.repositories == ("web",)
+        assert carol.identity.expires_at is not None  # a GitHub App user token's 8 hours
+        assert "  account octo-org (id 100, repositories: api, web)\n" in lines
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await proc.wait() == 0

@@ -271,7 +271,7 @@ async def test_500_is_retried_then_succeeds(mocked: aioresponses, make: Any, sle
     client = make(observer=lambda op, status, _seconds: seen.append((op, status)))
     assert await client.check(TOKEN) == OCTOCAT
     assert len(sleeps) == 1 and 0.05 <= sleeps[0] <= 0.1
-    assert seen == [("check-token", 500), ("check-token", 200)]
+    assert seen == [("apps/check-token", 500), ("apps/check-token", 200)]
 
 
 async def test_500_exhausted(mocked: aioresponses, make: Any, sleeps: list[float]) -> None:

@@ -1,0 +1,64 @@
+"""The gateway's own endpoints under `control_prefix` on the main port (DESIGN §5)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .accesslog import AccessRecord
+from .auth import Authenticator, Caller
+from .cache import IdentityCache
+from .errors import GitHubError, MethodNotAllowed, NoRoute, ServiceUnavailable
+from .github import GitHubClient
+from .identity import token_id
+from .upstream_token import ScopedTokens
+
+Endpoint = Callable[[web.BaseRequest, Caller], Awaitable[web.StreamResponse]]
+
+
+class Control:
+    """`whoami` and `logout`: each authenticates its caller, then answers JSON."""
+
+    def __init__(
+        self, auth: Authenticator, github: GitHubClient, cache: IdentityCache, scoped: ScopedTokens
+    ) -> None:
+        self._auth = auth
+        self._github = github
+        self._cache = cache
+        self._scoped = scoped
+        self._endpoints: dict[str, tuple[str, Endpoint]] = {
+            "/whoami": ("GET", self._whoami),
+            "/logout": ("POST", self._logout),
+        }
+
+    async def handle(
+        self, request: web.BaseRequest, subpath: str, record: AccessRecord
+    ) -> web.StreamResponse:
+        """Serve `control_prefix + subpath`."""
+        found = self._endpoints.get(subpath.rstrip("/").lower())
+        if found is None:
+            raise NoRoute()
+        method, endpoint = found
+        if request.method != method and not (method == "GET" and request.method == "HEAD"):
+            raise MethodNotAllowed(method)
+        caller = await self._auth.authenticate(request.headers)
+        assert caller is not None
+        record.user, record.token_id = caller.identity.login, token_id(caller.digest)
+        return await endpoint(request, caller)
+
+    async def _whoami(self, request: web.BaseRequest, caller: Caller) -> web.StreamResponse:
+        return web.json_response(caller.identity.as_json(), dumps=json.dumps)
+
+    async def _logout(self, request: web.BaseRequest, caller: Caller) -> web.StreamResponse:
+        """Revoke the caller's token at GitHub with the app that issued it, then forget it here."""
+        try:
+            await self._github.delete(caller.token, client_id=caller.identity.client_id)
+        except GitHubError as exc:
+            raise ServiceUnavailable(
+                "GitHub is unavailable: the token was not revoked", retry_after=self._github.retry_after()
+            ) from exc
+        self._cache.revoke(caller.digest)
+        await self._scoped.revoke_minted_from(caller.digest)
+        return web.json_response({"revoked": True, "login": caller.identity.login}, dumps=json.dumps)

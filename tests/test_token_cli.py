@@ -1,0 +1,183 @@
+"""`gateway token …` as an operator runs it, against the fake GitHub over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import CLIENT_ID, CLIENT_SECRET, World
+from .test_cli import REPO
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Run = Callable[..., Awaitable[Result]]
+
+
+@pytest.fixture
+def gateway_token(world: World, tmp_path: Path) -> Run:
+    """Run `python -m gateway token ARGS` with a config pointing at the world's fake GitHub."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "github": {
+                    "api_url": world.github_url,
+                    "apps": [{"client_id": CLIENT_ID, "client_secret": "${SECRET}"}],
+                    "retries": 0,
+                },
+                "routes": [{"path": "/", "upstream": "http://127.0.0.1:9"}],
+            }
+        )
+    )
+
+    async def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
+        full_env = {k: v for k, v in os.environ.items() if k != "GATEWAY_TOKEN"}
+        full_env.update({"SECRET": CLIENT_SECRET, "GATEWAY_CONFIG": str(config), **(env or {})})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "token",
+            *args,
+            cwd=REPO,
+            env=full_env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate(None if stdin is None else stdin.encode())
+        assert proc.returncode is not None
+        return Result(proc.returncode, out.decode(), err.decode())
+
+    return run
+
+
+async def test_check_prints_the_identity_with_the_token_redacted(gateway_token: Run, world: World) -> None:
+    token = world.github.add_token("alice", 7, ["repo"])
+    result = await gateway_token("check", stdin=token + "\n")
+    assert result.code == 0, result.err
+    body = result.json()
+    assert body["valid"] is True
+    assert body["identity"]["login"] == "alice"
+    assert body["token"] == f"gho_****{token[-4:]}"
+    assert token not in result.out + result.err
+
+
+async def test_check_reads_gateway_token_from_the_environment(gateway_token: Run, world: World) -> None:
+    token = world.github.add_token("alice", 7)
+    result = await gateway_token("check", env={"GATEWAY_TOKEN": token})
+    assert result.code == 0
+
+
+async def test_check_of_an_unknown_token_exits_1(gateway_token: Run) -> None:
+    result = await gateway_token("check", stdin="gho_" + "4" * 36)
+    assert result.code == 1
+    assert result.json()["valid"] is False
+
+
+async def test_a_token_is_never_taken_from_the_command_line(gateway_token: Run, world: World) -> None:
+    token = world.github.add_token("alice", 7)
+    result = await gateway_token("check", token, stdin="")
+    assert result.code == 2
+    result = await gateway_token("check", stdin="")
+    assert result.code == 2
+    assert "GATEWAY_TOKEN" in result.err
+
+
+async def test_reset_prints_the_new_token_once_and_the_old_one_stops_working(
+    gateway_token: Run, world: World
+) -> None:
+    old = world.github.add_token("alice", 7, ["repo"])
+    result = await gateway_token("reset", stdin=old)
+    assert result.code == 0, result.err
+    new = result.json()["token"]
+    assert result.out.count(new) == 1 and new != old
+    assert old not in result.out + result.err
+    assert world.github.live(old, CLIENT_ID) is None
+    assert world.github.live(new, CLIENT_ID) is not None
+
+
+async def test_delete_revokes_and_a_second_delete_reports_not_found(gateway_token: Run, world: World) -> None:
+    token = world.github.add_token("alice", 7)
+    assert (await gateway_token("delete", stdin=token)).code == 0
+    assert world.github.live(token, CLIENT_ID) is None
+    assert (await gateway_token("check", stdin=token)).code == 1
+
+
+async def test_delete_grant_revokes_every_token_of_the_user_for_the_app(
+    gateway_token: Run, world: World
+) -> None:
+    first = world.github.add_token("alice", 7)
+    second = world.github.add_token("alice", 7)
+    other = world.github.add_token("bob", 8)
+    assert (await gateway_token("delete-grant", stdin=first)).code == 0
+    assert world.github.live(first, CLIENT_ID) is None
+    assert world.github.live(second, CLIENT_ID) is None
+    assert world.github.live(other, CLIENT_ID) is not None
+
+
+async def test_github_unavailable_exits_3(gateway_token: Run, world: World) -> None:
+    token = world.github.add_token("alice", 7)
+    world.github.outage = 503
+    result = await gateway_token("check", stdin=token)
+    assert result.code == 3
+    assert json.loads(result.err)["error"] == "github_unavailable"
+    assert token not in result.err
+
+
+async def test_a_broken_config_exits_2(gateway_token: Run, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nonsense: true\n")
+    result = await gateway_token("check", "-c", str(bad), stdin="gho_abc")
+    assert result.code == 2
+    assert "nonsense" in result.err
+
+
+@pytest.mark.parametrize("operation", ["check", "reset", "delete", "delete-grant", "scope"])
+async def test_every_operation_has_help(gateway_token: Run, operation: str) -> None:
+    result = await gateway_token(operation, "--help")
+    assert result.code == 0
+    assert "GATEWAY_TOKEN" in result.out
+
+
+async def test_scope_mints_a_scoped_token_from_a_github_app_user_token(
+    gateway_token: Run, world: World
+) -> None:
+    world.github.add_account("octo-org", 100, ["api", "web"])
+    token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=3600)
+    result = await gateway_token(
+        "scope", "--target", "octo-org", "--repository", "api", "--permission", "contents=read", stdin=token
+    )
+    assert result.code == 0, result.err
+    body = result.json()
+    assert body["token"].startswith("ghu_") and body["token"] != token
+    assert body["permissions"] == {"contents": "read"}
+    assert token not in result.out
+
+
+async def test_scope_from_an_oauth_app_token_is_refused_with_githubs_reasons(
+    gateway_token: Run, world: World
+) -> None:
+    world.github.add_account("octo-org", 100, ["api"])
+    token = world.github.add_token("alice", 7, ["repo"])
+    result = await gateway_token("scope", "--target", "octo-org", stdin=token)
+    assert result.code == 1
+    assert json.loads(result.err)["error"] == "validation_failed"
