@@ -27,6 +27,10 @@ OK, NOT_FOUND, USAGE, UNAVAILABLE = 0, 1, 2, 3
 TOKEN_ENV = "GATEWAY_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 
+_TOKEN_SOURCE = f"The token is read from ${TOKEN_ENV} or standard input, never from the command line."
+_EXIT_CODES = "exit codes: 0 ok, 1 invalid or not found, 2 usage or config error, 3 GitHub unavailable"
+
+
 class UsageError(Exception):
     """A problem with how the command was called."""
 
@@ -62,7 +66,7 @@ def add_arguments(
         "scope": "mint a scoped token from a GitHub App user token; prints it once",
     }
     for name, text in helps.items():
-        op = ops.add_parser(name, help=text, description=f"{text}. {__doc__.splitlines()[2]}")
+        op = ops.add_parser(name, help=text, description=f"{text}. {_TOKEN_SOURCE}", epilog=_EXIT_CODES)
         with_config(op)
         op.add_argument(
             "--app", metavar="CLIENT_ID", help="the configured app to use (default: each in order)"
