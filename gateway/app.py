@@ -22,6 +22,7 @@ from .github import GitHubClient
 from .identity import token_id
 from .policy import CompiledRoute, RouteTable, normalise_path
 from .proxy import Forwarder, HeaderRules, request_id
+from .ratelimit import FailedAuthLimiter
 from .responses import refusal_response
 from .upstream_token import ScopedTokens
 
@@ -46,7 +47,8 @@ class Gateway:
         self.rules = HeaderRules(config)
         self.github = GitHubClient(config.github, github, clock=clock)
         self.cache = IdentityCache(config.cache, self.github, clock=clock)
-        self.auth = Authenticator(self.cache, retry_after=self.github.retry_after)
+        limiter = FailedAuthLimiter(config.rate_limit.failed_auth_per_minute, clock=clock)
+        self.auth = Authenticator(self.cache, limiter, retry_after=self.github.retry_after)
         self.scoped = ScopedTokens(
             self.github, config.cache, retry_after=self.github.retry_after, clock=clock
         )
@@ -114,7 +116,9 @@ class Gateway:
                 raise BadRequest("more than one Authorization header")
             route.check_method(request.method)
             return None
-        caller = await self.auth.authenticate(request.headers, required=mode == "required")
+        caller = await self.auth.authenticate(
+            request.headers, client=record.client, required=mode == "required"
+        )
         route.check_method(request.method)
         if caller is not None:
             record.user, record.token_id = caller.identity.login, token_id(caller.digest)

@@ -17,9 +17,11 @@ from .errors import (
     GitHubError,
     InvalidToken,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthenticated,
 )
 from .identity import Identity, token_digest
+from .ratelimit import FailedAuthLimiter
 
 log = logging.getLogger("gateway.auth")
 
@@ -60,11 +62,13 @@ class Authenticator:
     def __init__(
         self,
         cache: IdentityCache,
+        limiter: FailedAuthLimiter,
         *,
         retry_after: Callable[[], int],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._cache = cache
+        self._limiter = limiter
         self._retry_after = retry_after
         self._wall_clock = wall_clock
 
@@ -86,12 +90,35 @@ class Authenticator:
             raise InvalidToken("the token has expired")
         return identity
 
-    async def authenticate(self, headers: CIMultiDictProxy[str], *, required: bool = True) -> Caller | None:
-        """The caller behind a request's credentials; None when there are none and none are required."""
-        token = bearer_token(headers)
+    async def authenticate(
+        self, headers: CIMultiDictProxy[str], *, client: str, required: bool = True
+    ) -> Caller | None:
+        """The caller behind a request's credentials; None when there are none and none are required.
+
+        A client address over its failed-authentication budget gets 429 instead of a check call,
+        unless its token is already known to be valid.
+        """
+        wait = self._limiter.retry_after(client)
+        try:
+            token = bearer_token(headers)
+        except InvalidToken:
+            self._refuse_if_waiting(wait)
+            self._limiter.failed(client)
+            raise
         if token is None:
             if required:
                 raise Unauthenticated()
             return None
         digest = token_digest(token)
-        return Caller(await self.identify(token, digest), token, digest)
+        if wait is not None and self._cache.fresh_identity(digest) is None:
+            self._refuse_if_waiting(wait)
+        try:
+            return Caller(await self.identify(token, digest), token, digest)
+        except InvalidToken:
+            self._limiter.failed(client)
+            raise
+
+    @staticmethod
+    def _refuse_if_waiting(wait: int | None) -> None:
+        if wait is not None:
+            raise TooManyRequests("too many failed authentications from this address", retry_after=wait)

@@ -80,12 +80,16 @@ class IdentityCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def cached(self, digest: bytes) -> _Entry | None:
-        """The fresh entry for a digest, if any (no call to GitHub)."""
+    def _fresh(self, digest: bytes) -> _Entry | None:
         entry = self._entries.get(digest)
         if entry is not None and entry.fresh_until > self._clock():
             return entry
         return None
+
+    def fresh_identity(self, digest: bytes) -> Identity | None:
+        """The identity cached fresh for a digest, without asking GitHub."""
+        entry = self._fresh(digest)
+        return None if entry is None else entry.identity
 
     async def lookup(self, token: str, digest: bytes) -> Identity | None:
         """The identity for a token: from the cache, else from one shared check call.
@@ -93,7 +97,7 @@ class IdentityCache:
         Returns None for a token GitHub does not know. Raises `GitHubError` when GitHub gives no
         usable answer and no stale identity may stand in.
         """
-        entry = self.cached(digest)
+        entry = self._fresh(digest)
         if entry is not None:
             return entry.identity
         return await self._flights.run(digest, lambda: self._fill(token, digest))

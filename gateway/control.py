@@ -43,7 +43,7 @@ class Control:
         method, endpoint = found
         if request.method != method and not (method == "GET" and request.method == "HEAD"):
             raise MethodNotAllowed(method)
-        caller = await self._auth.authenticate(request.headers)
+        caller = await self._auth.authenticate(request.headers, client=record.client)
         assert caller is not None
         record.user, record.token_id = caller.identity.login, token_id(caller.digest)
         return await endpoint(request, caller)

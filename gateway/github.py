@@ -80,6 +80,7 @@ log = logging.getLogger("gateway.github")
 API_VERSION: Final = "2022-11-28"
 MEDIA_TYPE: Final = "application/vnd.github+json"
 MAX_ANSWER_BYTES: Final = 1 << 20  # GitHub's answers here are a few KiB
+WAITING_PER_SLOT: Final = 32  # calls that may queue for GitHub per max_concurrent_checks slot
 
 
 USER_AGENT: Final = f"gateway/{__version__}"
@@ -186,6 +187,8 @@ class GitHubClient:
         self._headers = {"Accept": MEDIA_TYPE, "User-Agent": user_agent, "X-GitHub-Api-Version": API_VERSION}
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._slots = asyncio.Semaphore(config.max_concurrent_checks)
+        self._waiting = 0
+        self._max_waiting = config.max_concurrent_checks * WAITING_PER_SLOT
         self._breaker = _Breaker(clock)
         self._last_success: float | None = None
         self._legacy = config.check_method == "legacy"
@@ -311,7 +314,8 @@ class GitHubClient:
     ) -> tuple[int, float | None, bytes]:
         """One HTTP exchange under the concurrency cap: status, Retry-After hint, body."""
         self._fail_fast()
-        async with self._slots:
+        await self._take_slot()
+        try:
             self._fail_fast()  # GitHub may have been backed off while this call waited for a slot
             started = self._clock()
             status: int | None = None
@@ -330,6 +334,19 @@ class GitHubClient:
             finally:
                 if self._observer is not None:
                     self._observer(op.id, status, self._clock() - started)
+        finally:
+            self._slots.release()
+
+    async def _take_slot(self) -> None:
+        """Wait for one of the `max_concurrent_checks` slots; refuse outright when the queue is full."""
+        # SECURITY: a flood of distinct junk tokens queues here, bounded, instead of growing memory
+        if self._slots.locked() and self._waiting >= self._max_waiting:
+            raise GitHubUnavailable("too many calls to GitHub are already waiting")
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
 
     def _settle(
         self,

@@ -466,3 +466,25 @@ async def test_concurrency_cap(mocked: aioresponses, make: Any) -> None:
 
 async def test_repr_hides_the_secret(make: Any) -> None:
     assert SECRET not in repr(make()) and CID in repr(make())
+
+
+async def test_a_full_queue_of_checks_is_refused_at_once(mocked: aioresponses, make: Any) -> None:
+    from gateway.github import WAITING_PER_SLOT
+
+    release, one_in = asyncio.Event(), asyncio.Event()
+
+    async def held(_url: Any, **_kwargs: Any) -> CallbackResult:
+        one_in.set()
+        await release.wait()
+        return CallbackResult(payload=authorization(), response_class=CompatResponse)
+
+    mocked.post(CHECK, callback=held, repeat=True)
+    client = make(max_concurrent_checks=1)
+    first = asyncio.create_task(client.check(TOKEN))
+    await one_in.wait()
+    queued = [asyncio.create_task(client.check(TOKEN)) for _ in range(WAITING_PER_SLOT)]
+    await asyncio.sleep(0)  # let the queued calls reach the semaphore
+    with pytest.raises(GitHubUnavailable, match="already waiting"):
+        await client.check(TOKEN)
+    release.set()
+    assert await asyncio.gather(first, *queued) == [OCTOCAT] * (WAITING_PER_SLOT + 1)

@@ -261,3 +261,31 @@ async def test_malformed_request_line_is_400_json(gateway: Gateway) -> None:
     status, answer = await raw_request(gateway.port, "GET /svc HTTP/1.1 extra\r\nHost: x\r\n")
     assert status == 400
     assert b'"error": "bad_request"' in answer
+
+
+async def test_cors_preflight_passes_without_credentials_only_where_allowed(
+    start_gateway: GatewayFactory, world: World
+) -> None:
+    up = world.upstream_url
+    gateway = await start_gateway(
+        routes=[
+            {"path": "/cors", "upstream": up, "skip_auth_preflight": True},
+            {"path": "/", "upstream": up},
+        ]
+    )
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    resp = await gateway.client.options("/cors/x", headers=preflight)
+    assert resp.status == 200
+    assert (await gateway.client.options("/cors/x")).status == 401  # not a preflight
+    assert (await gateway.client.post("/cors/x", headers=preflight)).status == 401
+    assert (await gateway.client.options("/other", headers=preflight)).status == 401
+
+
+async def test_credentials_on_a_public_route_are_neither_checked_nor_forwarded(
+    gateway: Gateway, world: World
+) -> None:
+    token = world.github.add_token("alice", 7)
+    resp = await gateway.client.get("/public", headers=bearer(token))
+    assert resp.status == 200
+    assert seen_headers(await resp.json(), "Authorization") == []
+    assert world.github.check_calls() == 0

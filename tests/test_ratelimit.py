@@ -1,0 +1,94 @@
+"""Failed-authentication rate limiting: the token bucket alone, then end to end."""
+
+from __future__ import annotations
+
+from gateway.ratelimit import FailedAuthLimiter
+
+from .conftest import FakeClock, GatewayFactory, World, bearer
+
+
+def test_an_address_may_fail_n_times_a_minute_then_waits() -> None:
+    clock = FakeClock()
+    limiter = FailedAuthLimiter(3, clock=clock)
+    for _ in range(3):
+        assert limiter.retry_after("10.0.0.1") is None
+        limiter.failed("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") == 20  # one failure refills every 60/3 s
+    assert limiter.retry_after("10.0.0.2") is None
+    clock.advance(20)
+    assert limiter.retry_after("10.0.0.1") is None
+
+
+def test_an_idle_address_starts_afresh() -> None:
+    clock = FakeClock()
+    limiter = FailedAuthLimiter(2, clock=clock)
+    limiter.failed("a")
+    limiter.failed("a")
+    clock.advance(61)
+    assert limiter.retry_after("a") is None
+    limiter.failed("a")
+    assert limiter.retry_after("a") is None
+
+
+def test_zero_disables_the_limit() -> None:
+    limiter = FailedAuthLimiter(0, clock=FakeClock())
+    for _ in range(100):
+        limiter.failed("a")
+    assert limiter.retry_after("a") is None
+
+
+async def test_too_many_failed_attempts_get_429_without_asking_github(
+    start_gateway: GatewayFactory, world: World
+) -> None:
+    gateway = await start_gateway(rate_limit={"failed_auth_per_minute": 3})
+    for i in range(3):
+        resp = await gateway.client.get("/svc", headers=bearer(f"gho_{i}" + "0" * 35))
+        assert resp.status == 401
+    resp = await gateway.client.get("/svc", headers=bearer("gho_9" + "0" * 35))
+    assert resp.status == 429
+    assert resp.headers["Retry-After"] == "20"
+    assert (await resp.json())["error"] == "too_many_requests"
+    assert world.github.check_calls() == 3
+    malformed = await gateway.client.get("/svc", headers={"Authorization": "Bearer a b"})
+    assert malformed.status == 429
+    world.clock.advance(20)
+    assert (await gateway.client.get("/svc", headers=bearer("gho_8" + "0" * 35))).status == 401
+
+
+async def test_a_known_good_token_still_passes_from_a_limited_address(
+    start_gateway: GatewayFactory, world: World
+) -> None:
+    gateway = await start_gateway(rate_limit={"failed_auth_per_minute": 1})
+    good = world.github.add_token("alice", 7)
+    assert (await gateway.client.get("/svc", headers=bearer(good))).status == 200
+    assert (await gateway.client.get("/svc", headers=bearer("gho_" + "5" * 36))).status == 401
+    assert (await gateway.client.get("/svc", headers=bearer("gho_" + "6" * 36))).status == 429
+    assert (await gateway.client.get("/svc", headers=bearer(good))).status == 200
+    new = world.github.add_token("alice", 7)
+    assert (await gateway.client.get("/svc", headers=bearer(new))).status == 429
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_budget(
+    start_gateway: GatewayFactory, world: World
+) -> None:
+    gateway = await start_gateway(
+        rate_limit={"failed_auth_per_minute": 1},
+        server={"host": "127.0.0.1", "port": 0, "trusted_proxies": ["127.0.0.1/32"]},
+    )
+
+    def from_(addr: str, token: str) -> dict[str, str]:
+        return {**bearer(token), "X-Forwarded-For": addr}
+
+    assert (await gateway.client.get("/svc", headers=from_("198.51.100.1", "gho_" + "7" * 36))).status == 401
+    assert (await gateway.client.get("/svc", headers=from_("198.51.100.1", "gho_" + "8" * 36))).status == 429
+    assert (await gateway.client.get("/svc", headers=from_("198.51.100.2", "gho_" + "8" * 36))).status == 401
+
+
+async def test_without_trusted_proxies_x_forwarded_for_cannot_dodge_the_limit(
+    start_gateway: GatewayFactory, world: World
+) -> None:
+    gateway = await start_gateway(rate_limit={"failed_auth_per_minute": 1})
+    first = {**bearer("gho_" + "7" * 36), "X-Forwarded-For": "198.51.100.1"}
+    second = {**bearer("gho_" + "8" * 36), "X-Forwarded-For": "198.51.100.2"}
+    assert (await gateway.client.get("/svc", headers=first)).status == 401
+    assert (await gateway.client.get("/svc", headers=second)).status == 429
