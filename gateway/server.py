@@ -1,11 +1,22 @@
-"""Running the gateway: the event loop, the listener, TLS, signals and draining (DESIGN §9)."""
+"""Running the gateway: the event loop, the listener, TLS, workers, signals and draining (DESIGN §9).
+
+With `workers: N > 1` the parent binds the listening socket once, forks N workers that accept on
+it (the kernel hands each connection to one of them), restarts a worker that dies, and on
+SIGTERM/SIGINT passes the signal on and waits for every worker to drain.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import socket
 import ssl
+import time
+from multiprocessing.process import BaseProcess
 
 from aiohttp import web
 
@@ -13,6 +24,9 @@ from .app import make_server, open_gateway
 from .config import Config
 
 log = logging.getLogger("gateway.server")
+
+RESTART_BACKOFF_MAX = 30.0  # seconds between restarts of a worker that keeps dying
+STABLE_AFTER = 60.0  # a worker death this long after the last one starts the backoff afresh
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -32,7 +46,19 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _serve(config: Config) -> None:
+def _listen(config: Config) -> socket.socket:
+    """The listening socket, bound once (so every worker shares one accept queue)."""
+    host = config.server.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, config.server.port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve(config: Config, sock: socket.socket) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -40,19 +66,84 @@ async def _serve(config: Config) -> None:
     async with open_gateway(config) as gateway:
         runner = web.ServerRunner(make_server(gateway), shutdown_timeout=config.server.shutdown_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=_ssl_context(config))
+        site = web.SockSite(runner, sock, ssl_context=_ssl_context(config))
         await site.start()
-        log.info("gateway listening on %s", site.name)
+        log.info("gateway listening on %s (pid %d)", site.name, os.getpid())
         await stop.wait()
         log.info("draining: no new connections, requests in flight finish within shutdown_timeout")
         # stops accepting first, then waits up to shutdown_timeout for requests in flight
         await runner.cleanup()
-    log.info("stopped")
+    log.info("stopped (pid %d)", os.getpid())
+
+
+def _worker(config: Config, sock: socket.socket) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which passes SIGTERM on
+    _install_uvloop()
+    asyncio.run(_serve(config, sock))
 
 
 def serve(config: Config) -> None:
     """Serve until SIGINT/SIGTERM, then stop accepting and let in-flight requests finish."""
-    if config.server.worker_count > 1:
-        log.warning("workers: %d is not supported yet; serving with one process", config.server.worker_count)
-    _install_uvloop()
-    asyncio.run(_serve(config))
+    sock = _listen(config)
+    workers = config.server.worker_count
+    if workers == 1:
+        _install_uvloop()
+        asyncio.run(_serve(config, sock))
+        return
+    _Supervisor(config, sock, workers).run()
+
+
+class _Supervisor:
+    """Keeps N worker processes serving one socket; restarts the ones that die."""
+
+    def __init__(self, config: Config, sock: socket.socket, count: int) -> None:
+        self._config = config
+        self._sock = sock
+        self._count = count
+        self._context = multiprocessing.get_context("fork")
+        self._workers: list[BaseProcess] = []
+        self._stopping = False
+        self._failures = 0
+        self._last_failure = 0.0
+
+    def _spawn(self) -> BaseProcess:
+        process = self._context.Process(target=_worker, args=(self._config, self._sock), daemon=False)
+        process.start()
+        return process
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        self._stopping = True
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        self._workers = [self._spawn() for _ in range(self._count)]
+        log.info("supervising %d workers: %s", self._count, [w.pid for w in self._workers])
+        while not self._stopping:
+            multiprocessing.connection.wait([w.sentinel for w in self._workers], timeout=0.5)
+            self._replace_dead()
+        self._drain()
+
+    def _replace_dead(self) -> None:
+        for i, worker in enumerate(self._workers):
+            if worker.is_alive() or self._stopping:
+                continue
+            now = time.monotonic()
+            self._failures = 1 if now - self._last_failure > STABLE_AFTER else self._failures + 1
+            self._last_failure = now
+            delay = min(RESTART_BACKOFF_MAX, 0.1 * 2 ** min(self._failures, 10))
+            log.error("worker %s exited with %s; restarting in %.1fs", worker.pid, worker.exitcode, delay)
+            time.sleep(delay)
+            self._workers[i] = self._spawn()
+
+    def _drain(self) -> None:
+        for worker in self._workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self._config.server.shutdown_timeout + 5
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+        log.info("all workers stopped")

@@ -95,14 +95,15 @@ def rss_peak_kib(pid: int) -> int:
 
 @pytest.fixture
 async def served(
-    tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]]
+    tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]], request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[str, FakeGitHub, subprocess.Popen[bytes]]]:
+    """`gateway serve` in a subprocess; `workers` from an indirect parameter (default 1)."""
     github = FakeGitHub({CLIENT_ID: CLIENT_SECRET})
     gh = await aiohttp_server(github.app())
     up = await aiohttp_server(echo_app())
     port = free_port()
     cfg = {
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": {"host": "127.0.0.1", "port": port, "workers": getattr(request, "param", 1)},
         "admin": None,
         "github": {
             "api_url": str(gh.make_url("")).rstrip("/"),
@@ -133,7 +134,7 @@ async def served(
         yield url, github, proc
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
+        await asyncio.to_thread(proc.wait, 20)
         log.close()
 
 
@@ -174,3 +175,44 @@ async def test_serve_drains_and_exits_0_on_sigterm(
     _, _, proc = served
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of `pid`."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
+async def eventually(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    """Poll a condition about another process until it holds (bounded)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("served", [2], indirect=True)
+async def test_two_workers_share_the_port_and_a_dead_one_is_replaced(
+    served: tuple[str, FakeGitHub, subprocess.Popen[bytes]],
+) -> None:
+    url, github, proc = served
+    await eventually(lambda: len(children(proc.pid)) == 2, "two workers")
+    first = children(proc.pid)
+    token = github.add_token("alice", 7)
+    async with aiohttp.ClientSession() as session:
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        await eventually(lambda: len(children(proc.pid) - {victim}) == 2, "a replacement worker")
+        for _ in range(20):
+            async with session.get(url + "/x", headers=bearer(token)) as resp:
+                assert resp.status == 200
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    assert not children(proc.pid)
