@@ -83,22 +83,17 @@ class Gateway:
         record.path = path
         lowered = path.lower()
         if lowered == self._control_prefix or lowered.startswith(self._control_prefix + "/"):
-            return await self.control.handle(request, path[len(self._control_prefix) :], record)
-        route = self.routes.match(path)
-        if route is None:
-            raise NoRoute()
-        record.route = route.route.path
-        caller = await self._admit(request, route, record)
+            subpath = lowered[len(self._control_prefix) :].rstrip("/")
+            if subpath == "/auth":
+                return await self._forward_auth(request, record)
+            return await self.control.handle(request, subpath, record)
+        route = self._route(path, record)
+        caller = await self._admit(request, request.method, route, record)
         headers = self.rules.upstream_request_headers(
             request, caller.identity if caller else None, record.request_id
         )
         if caller is not None and route.upstream_token_key is not None:
-            spec = route.route.upstream_token
-            assert spec is not None
-            scoped = await self.scoped.token_for(
-                caller.token, caller.digest, caller.identity, spec, route.upstream_token_key
-            )
-            headers["Authorization"] = f"Bearer {scoped}"
+            headers["Authorization"] = await self._scoped_authorization(caller, route)
         target = route.upstream_target(path, query)
         if _is_websocket(request):
             return await self.forwarder.websocket(request, route, target, headers)
@@ -106,20 +101,53 @@ class Gateway:
         record.upstream_status = response.status
         return response
 
+    async def _forward_auth(self, request: web.BaseRequest, record: AccessRecord) -> web.StreamResponse:
+        """The decision for a request a front proxy (nginx auth_request, Traefik ForwardAuth, Caddy
+        forward_auth, Envoy ext_authz) is about to forward: 200 with identity headers, or a refusal."""
+        headers = request.headers
+        uri = headers.get("X-Original-URI") or headers.get("X-Forwarded-Uri")
+        if not uri:
+            raise BadRequest("forward-auth needs the original request in X-Original-URI or X-Forwarded-Uri")
+        method = (headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET").upper()
+        path = normalise_path(uri.partition("?")[0])
+        record.path = path
+        route = self._route(path, record)
+        caller = await self._admit(request, method, route, record)
+        response = web.Response(status=200)
+        if caller is not None:
+            response.headers.extend(self.rules.identity_headers(caller.identity))
+            if route.upstream_token_key is not None:
+                response.headers["Authorization"] = await self._scoped_authorization(caller, route)
+        return response
+
+    def _route(self, path: str, record: AccessRecord) -> CompiledRoute:
+        route = self.routes.match(path)
+        if route is None:
+            raise NoRoute()
+        record.route = route.route.path
+        return route
+
+    async def _scoped_authorization(self, caller: Caller, route: CompiledRoute) -> str:
+        spec, key = route.route.upstream_token, route.upstream_token_key
+        assert spec is not None and key is not None
+        scoped = await self.scoped.token_for(caller.token, caller.digest, caller.identity, spec, key)
+        return f"Bearer {scoped}"
+
     async def _admit(
-        self, request: web.BaseRequest, route: CompiledRoute, record: AccessRecord
+        self, request: web.BaseRequest, method: str, route: CompiledRoute, record: AccessRecord
     ) -> Caller | None:
-        """The route's policy: authenticate as its auth mode says, then method, scopes, allow-lists."""
+        """The route's policy for `method`: authenticate as its auth mode says, then method, scopes,
+        allow-lists."""
         mode = route.route.auth
-        if mode == "none" or (route.route.skip_auth_preflight and _is_preflight(request)):
+        if mode == "none" or (route.route.skip_auth_preflight and _is_preflight(request, method)):
             if len(request.headers.getall("Authorization", ())) > 1:
                 raise BadRequest("more than one Authorization header")
-            route.check_method(request.method)
+            route.check_method(method)
             return None
         caller = await self.auth.authenticate(
             request.headers, client=record.client, required=mode == "required"
         )
-        route.check_method(request.method)
+        route.check_method(method)
         if caller is not None:
             record.user, record.token_id = caller.identity.login, token_id(caller.digest)
             route.authorize(caller.identity)
@@ -130,9 +158,9 @@ def _is_websocket(request: web.BaseRequest) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket" and request.method == "GET"
 
 
-def _is_preflight(request: web.BaseRequest) -> bool:
+def _is_preflight(request: web.BaseRequest, method: str) -> bool:
     headers = request.headers
-    return request.method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
+    return method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
 
 
 # aiohttp's defaults, stated: a request line or header field longer than this is refused with 400

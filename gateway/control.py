@@ -36,8 +36,8 @@ class Control:
     async def handle(
         self, request: web.BaseRequest, subpath: str, record: AccessRecord
     ) -> web.StreamResponse:
-        """Serve `control_prefix + subpath`."""
-        found = self._endpoints.get(subpath.rstrip("/").lower())
+        """Serve `control_prefix + subpath` (`subpath` lower-case, without a trailing slash)."""
+        found = self._endpoints.get(subpath)
         if found is None:
             raise NoRoute()
         method, endpoint = found

@@ -133,11 +133,12 @@ class HeaderRules:
             out["X-Forwarded-Host"] = request.host
         out["X-Request-Id"] = request_id
         if identity is not None:  # identity headers last
-            for name, getter in self._identity:
-                field = getter(identity)
-                if field is not None:
-                    out[name] = field
+            out.extend(self.identity_headers(identity))
         return out
+
+    def identity_headers(self, identity: Identity) -> list[tuple[str, str]]:
+        """The configured identity headers for an identity (null names and null values left out)."""
+        return [(name, value) for name, getter in self._identity if (value := getter(identity)) is not None]
 
 
 def _expires_at(identity: Identity) -> str | None:

@@ -1,0 +1,73 @@
+"""`GET /_gateway/auth`: the decision for a front proxy (nginx auth_request, Traefik, Caddy, Envoy)."""
+
+from __future__ import annotations
+
+from .conftest import Gateway, GatewayFactory, World, bearer
+
+
+def original(uri: str, method: str = "GET", style: str = "nginx") -> dict[str, str]:
+    if style == "nginx":
+        return {"X-Original-URI": uri, "X-Original-Method": method}
+    return {"X-Forwarded-Uri": uri, "X-Forwarded-Method": method}
+
+
+async def test_a_valid_token_gets_200_with_identity_headers(gateway: Gateway, world: World) -> None:
+    token = world.github.add_token("alice", 7, ["repo", "read:org"])
+    resp = await gateway.client.get("/_gateway/auth", headers={**bearer(token), **original("/svc/x?y=1")})
+    assert resp.status == 200
+    assert resp.headers["X-Auth-User"] == "alice"
+    assert resp.headers["X-Auth-User-Id"] == "7"
+    assert resp.headers["X-Auth-Scopes"] == "repo,read:org"
+    assert "X-Auth-Token-Expires-At" not in resp.headers
+
+
+async def test_refusals_are_the_same_as_in_proxy_mode(gateway: Gateway, world: World) -> None:
+    token = world.github.add_token("alice", 7, ["repo"])
+    resp = await gateway.client.get("/_gateway/auth", headers=original("/svc"))
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="gateway"'
+    resp = await gateway.client.get(
+        "/_gateway/auth", headers={**bearer("gho_" + "0" * 36), **original("/svc")}
+    )
+    assert resp.status == 401 and "invalid_token" in resp.headers["WWW-Authenticate"]
+    resp = await gateway.client.get("/_gateway/auth", headers={**bearer(token), **original("/admin")})
+    assert resp.status == 403 and "insufficient_scope" in resp.headers["WWW-Authenticate"]
+
+
+async def test_the_original_method_and_path_choose_the_policy(gateway: Gateway, world: World) -> None:
+    token = world.github.add_token("alice", 7)
+    traefik = {**bearer(token), **original("/getonly", "POST", style="traefik")}
+    assert (await gateway.client.get("/_gateway/auth", headers=traefik)).status == 403
+    traefik = {**bearer(token), **original("/getonly", "GET", style="traefik")}
+    assert (await gateway.client.get("/_gateway/auth", headers=traefik)).status == 200
+    public = await gateway.client.get("/_gateway/auth", headers=original("/public/x"))
+    assert public.status == 200 and "X-Auth-User" not in public.headers
+
+
+async def test_dot_segments_in_the_original_path_cannot_borrow_a_public_policy(
+    gateway: Gateway, world: World
+) -> None:
+    token = world.github.add_token("alice", 7)  # lacks admin:org
+    for uri in ("/public/../admin", "/public/%2e%2e/admin", "/PUBLIC/../Admin/x"):
+        resp = await gateway.client.get("/_gateway/auth", headers={**bearer(token), **original(uri)})
+        assert resp.status == 403, uri
+    resp = await gateway.client.get("/_gateway/auth", headers=original("/public/..%2fadmin"))
+    assert resp.status == 400
+
+
+async def test_without_the_original_uri_it_is_a_bad_request(gateway: Gateway) -> None:
+    assert (await gateway.client.get("/_gateway/auth")).status == 400
+
+
+async def test_forward_auth_answers_the_scoped_token_for_upstream_token_routes(
+    start_gateway: GatewayFactory, world: World
+) -> None:
+    world.github.add_account("octo-org", 100, ["api"])
+    gateway = await start_gateway(
+        routes=[{"path": "/", "upstream": world.upstream_url, "upstream_token": {"target": "octo-org"}}]
+    )
+    token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=3600)
+    resp = await gateway.client.get("/_gateway/auth", headers={**bearer(token), **original("/x")})
+    assert resp.status == 200
+    scoped = resp.headers["Authorization"].removeprefix("Bearer ")
+    assert scoped != token and world.github.lookup(scoped) is not None
