@@ -60,8 +60,9 @@ def granted_scopes(scopes: tuple[str, ...]) -> frozenset[str]:
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
-# SECURITY: characters that some upstream reads as a separator or a different path
-_AMBIGUOUS = re.compile(r"[\\;\x00-\x20\x7f]|%(?![0-9A-Fa-f]{2})")
+# SECURITY: characters that some upstream reads as a separator or a different path; `#` too: a
+# request target has no fragment, and an upstream URL would cut the path there (Istio CVE-2021-39156)
+_AMBIGUOUS = re.compile(r"[\\;#\x00-\x20\x7f]|%(?![0-9A-Fa-f]{2})")
 _FORBIDDEN_ESCAPES = frozenset({"2F", "5C", "00", "3B"})
 
 
@@ -78,7 +79,7 @@ def normalise_path(raw_path: str) -> str:
 
     Unreserved characters are decoded (``%2e`` is ``.``) and other escapes upper-cased; ``.`` and
     ``..`` segments are resolved; repeated slashes are collapsed. Ambiguous paths (encoded slashes,
-    backslashes, ``;``, control characters, ``..`` above the root) raise BadRequest.
+    backslashes, ``;``, ``#``, control characters, ``..`` above the root) raise BadRequest.
     """
     if not raw_path.startswith("/"):
         raise BadRequest("the request target must be an absolute path")

@@ -43,6 +43,12 @@ HOP_BY_HOP = frozenset(
 _GATEWAY_SET = frozenset(
     {"host", "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
 )
+# SECURITY: headers some frameworks route by instead of the request line (Symfony, Zend, IIS rewrite:
+# CVE-2018-14773); the upstream must act on the path that was authorized, nothing else
+_PATH_OVERRIDES = frozenset({"x-original-url", "x-rewrite-url"})
+# SECURITY: message framing is the gateway's own; a `Content_Length` is no framing header to aiohttp but
+# reads as one to an upstream that folds `_` into `-`, so that spelling is never passed on
+_FRAMING = frozenset({"content-length"})
 _DEFAULT_IDENTITY_NAMES = (
     "x-auth-user",
     "x-auth-user-id",
@@ -74,7 +80,9 @@ class HeaderRules:
         names = config.identity_headers
         # SECURITY: every spelling of an identity header a caller sends is dropped, configured or default
         configured = {_fold(n) for n in names.model_dump().values() if n}
-        self._drop_request = HOP_BY_HOP | _GATEWAY_SET | configured | set(_DEFAULT_IDENTITY_NAMES)
+        self._drop_request = (
+            HOP_BY_HOP | _GATEWAY_SET | _PATH_OVERRIDES | configured | set(_DEFAULT_IDENTITY_NAMES)
+        )
         if not config.pass_authorization:
             self._drop_request = self._drop_request | {"authorization"}
         self._identity: list[tuple[str, Callable[[Identity], str | None]]] = [
@@ -121,9 +129,12 @@ class HeaderRules:
         """The headers to send upstream for a request."""
         inbound = request.headers
         drop = self._drop_request | _connection_tokens(inbound) | extra_drop
+        if identity is None:  # SECURITY: credentials the gateway did not validate are never passed on
+            drop = drop | {"authorization"}
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in inbound.items():
-            if _fold(name) not in drop:
+            folded = _fold(name)
+            if folded not in drop and not (folded in _FRAMING and "_" in name):
                 out.add(name, value)
         peer = request.remote or ""
         prior = ", ".join(inbound.getall("X-Forwarded-For", ())) if self._trusted_peer(peer) else ""
