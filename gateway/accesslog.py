@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TextIO
 
 
@@ -28,16 +29,52 @@ class AccessRecord:
 
 
 class AccessLog:
-    """Writes access records as JSON lines."""
+    """Writes access records as JSON lines, off the request path: lines are gathered and written
+    together at most `flush_interval` seconds later (and on `flush`), one write for many requests."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, flush_interval: float = 0.1) -> None:
         self._stream = stream or sys.stdout
+        self._interval = flush_interval
+        self._pending: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._stamp = ""
 
     def write(self, record: AccessRecord) -> None:
-        """Emit one record, stamped with the current time."""
-        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **asdict(record)}
-        self._stream.write(json.dumps(line, separators=(",", ":")) + "\n")
-        self._stream.flush()
+        """Queue one record, stamped with the current time."""
+        now = int(time.time())
+        if now != self._second:  # one strftime a second, not one a request
+            self._second, self._stamp = now, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        line = {
+            "time": self._stamp,
+            "request_id": record.request_id,
+            "client": record.client,
+            "method": record.method,
+            "path": record.path,
+            "route": record.route,
+            "status": record.status,
+            "duration_ms": record.duration_ms,
+            "user": record.user,
+            "token_id": record.token_id,
+            "upstream_status": record.upstream_status,
+            "bytes": record.bytes,
+        }
+        self._pending.append(_encode(line))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._interval, self.flush)
+
+    def flush(self) -> None:
+        """Write every queued line now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self._stream.write("\n".join(lines) + "\n")
+            self._stream.flush()
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class JsonFormatter(logging.Formatter):

@@ -183,11 +183,11 @@ async def open_gateway(
     )
     # trust_env: GitHub may only be reachable through the HTTPS_PROXY of a corporate network
     github = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
+    log = access_log or AccessLog()
     try:
-        yield Gateway(
-            config, upstream=upstream, github=github, access_log=access_log or AccessLog(), clock=clock
-        )
+        yield Gateway(config, upstream=upstream, github=github, access_log=log, clock=clock)
     finally:
+        log.flush()
         await upstream.close()
         await github.close()
 

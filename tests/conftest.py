@@ -107,9 +107,10 @@ class GatewayTestServer(BaseTestServer):
 class Gateway:
     """A running gateway and what it logged."""
 
-    def __init__(self, client: TestClient[web.BaseRequest, None], log: io.StringIO) -> None:
+    def __init__(self, client: TestClient[web.BaseRequest, None], log: AccessLog, out: io.StringIO) -> None:
         self.client = client
         self._log = log
+        self._out = out
 
     @property
     def port(self) -> int:
@@ -118,10 +119,11 @@ class Gateway:
         return port
 
     def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self._log.getvalue().splitlines()]
+        return [json.loads(line) for line in self.log_text().splitlines()]
 
     def log_text(self) -> str:
-        return self._log.getvalue()
+        self._log.flush()
+        return self._out.getvalue()
 
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
@@ -136,11 +138,10 @@ async def start_gateway(
 
         async def start(**overrides: Any) -> Gateway:
             config = Config.model_validate(base_config(world, **overrides))
-            log = io.StringIO()
-            gateway = await stack.enter_async_context(
-                open_gateway(config, access_log=AccessLog(log), clock=world.clock)
-            )
-            return Gateway(await aiohttp_client(GatewayTestServer(gateway)), log)
+            out = io.StringIO()
+            log = AccessLog(out)
+            gateway = await stack.enter_async_context(open_gateway(config, access_log=log, clock=world.clock))
+            return Gateway(await aiohttp_client(GatewayTestServer(gateway)), log, out)
 
         yield start
 
