@@ -61,6 +61,7 @@ _WS_SKIP = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
 CHUNK = 1 << 16
+SMALL_BODY = 1 << 16  # answers up to this size (with a Content-Length) are relayed in one write
 _SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 
 
@@ -236,10 +237,23 @@ class Forwarder:
         return chunks(), lambda: exceeded
 
     async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        length = upstream.content_length
+        if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+            # a small answer of known length goes out in one write, headers and body together
+            try:
+                body = await upstream.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise BadGateway("the upstream broke off its answer") from exc
+            return web.Response(
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=response_headers(upstream.headers),
+                body=body,
+            )
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         response.headers.extend(response_headers(upstream.headers))
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
+        if length is not None:
+            response.content_length = length
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_chunked(CHUNK):
