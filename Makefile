@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test servers format clean
+.PHONY: run test servers format clean bench bench-smoke bench-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,14 +24,32 @@ servers:
 	  echo "nginx is not installed and cannot be: the nginx tests will be skipped"
 
 test: $(STAMP) servers
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
-	$(BIN)/mypy gateway tests
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/mypy gateway tests bench
 	$(BIN)/pytest -q
 
+# The benchmark of issue 5 (bench/run.py): a few minutes; BENCH_DURATION=S sets the seconds per target,
+# BENCH_FALLBACK=1 uses the aiohttp upstream and load generator instead of nginx and wrk. Exits 1 when a
+# target fails. bench-smoke is the same run in seconds, for CI: small sizes, no target enforced.
+bench: $(STAMP) bench-tools
+	$(BIN)/python -m bench.run
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench.run --smoke
+
+# nginx-light and wrk, when they are missing and apt-get can be used (root); else the fallbacks stand in
+bench-tools:
+	@if { ! command -v wrk || ! { command -v nginx || [ -x /usr/sbin/nginx ]; }; } >/dev/null 2>&1 \
+	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "bench: installing nginx-light and wrk with apt-get"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk; } \
+	    >/dev/null 2>&1 || echo "bench: apt-get failed; the built-in fallbacks stand in for what is missing"; \
+	fi
+
 format: $(STAMP)
-	$(BIN)/ruff format gateway tests
-	$(BIN)/ruff check --fix gateway tests
+	$(BIN)/ruff format gateway tests bench
+	$(BIN)/ruff check --fix gateway tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
