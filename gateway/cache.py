@@ -4,16 +4,21 @@ Keys are SHA-256 digests of tokens; values are immutable `Identity` objects (or 
 called invalid). A positive entry is fresh for `ttl`, never past the token's own `expires_at`; with
 `stale_if_error` it is kept that much longer and served only when GitHub gives no usable answer.
 Concurrent lookups of one uncached token share a single check call.
+
+The store is a plain insertion-ordered dict, not a cachetools cache: entries are dropped when found
+expired and, when `max_entries` is reached, oldest first (insertion order is expiry order but for
+shorter negative and expiring entries). cachetools' TLRU/TTL caches keep a second dict and a link
+or heap object per entry, about 200 bytes each, which would put 100,000 identities well past the
+400 bytes apiece this cache is held to (`make bench`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
-
-from cachetools import TLRUCache
 
 from .config import CacheConfig
 from .errors import GitHubError
@@ -40,6 +45,9 @@ class SingleFlight(Generic[K, V]):
         return await asyncio.shield(flight)
 
 
+SWEEP = 64  # entries looked at past the oldest when the cache is full
+
+
 class Checker(Protocol):
     """Whatever answers "whose token is this?" (the GitHub client, or a fake in tests)."""
 
@@ -53,10 +61,6 @@ class _Entry:
         self.identity = identity
         self.fresh_until = fresh_until
         self.keep_until = keep_until
-
-
-def _keep_until(_key: bytes, entry: _Entry, _now: float) -> float:
-    return entry.keep_until
 
 
 class IdentityCache:
@@ -74,7 +78,7 @@ class IdentityCache:
         self._checker = checker
         self._clock = clock
         self._wall_clock = wall_clock
-        self._entries: TLRUCache[bytes, _Entry] = TLRUCache(config.max_entries, _keep_until, clock)
+        self._entries: dict[bytes, _Entry] = {}
         self._flights: SingleFlight[bytes, Identity | None] = SingleFlight()
 
     def __len__(self) -> int:
@@ -111,7 +115,7 @@ class IdentityCache:
             identity = await self._checker.check(token)
         except GitHubError:
             stale = self._entries.get(digest)
-            if stale is not None and stale.identity is not None:
+            if stale is not None and stale.identity is not None and stale.keep_until > self._clock():
                 return stale.identity
             raise
         return self._store(digest, identity)
@@ -127,5 +131,20 @@ class IdentityCache:
                 identity = None
         if identity is None:
             fresh = keep = now + self._config.negative_ttl
-        self._entries[digest] = _Entry(identity, fresh, keep)
+        entries = self._entries
+        entries.pop(digest, None)  # (re)inserted last: insertion order stays age order
+        if len(entries) >= self._config.max_entries:
+            self._make_room(now)
+        # one float object when there is no stale window: a cached identity costs less
+        entries[digest] = _Entry(identity, fresh, fresh if keep == fresh else keep)
         return identity
+
+    def _make_room(self, now: float) -> None:
+        """Drop the oldest entry, and any expired ones right behind it (a bounded sweep)."""
+        entries = self._entries
+        oldest = iter(list(itertools.islice(entries, SWEEP)))
+        entries.pop(next(oldest))
+        for key in oldest:
+            if entries[key].keep_until > now:
+                break
+            del entries[key]

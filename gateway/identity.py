@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 
 
@@ -14,6 +15,19 @@ def token_digest(token: str) -> bytes:
 def token_id(digest: bytes) -> str:
     """The first 12 hex characters of a token's digest: safe to log, enough to correlate."""
     return digest.hex()[:12]
+
+
+_SCOPE_SETS: dict[tuple[str, ...], tuple[str, ...]] = {}
+MAX_SCOPE_SETS = 4096
+
+
+def _shared_scopes(scopes: tuple[str, ...]) -> tuple[str, ...]:
+    shared = _SCOPE_SETS.get(scopes)
+    if shared is None:
+        if len(_SCOPE_SETS) >= MAX_SCOPE_SETS:
+            return scopes
+        shared = _SCOPE_SETS[scopes] = tuple(sys.intern(s) for s in scopes)
+    return shared
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +43,10 @@ class Identity:
     scopes: tuple[str, ...]
     expires_at: float | None
     client_id: str
+
+    def __post_init__(self) -> None:
+        # most tokens hold one of a few scope sets: share one tuple between them (cache memory)
+        object.__setattr__(self, "scopes", _shared_scopes(self.scopes))
 
     def as_json(self) -> dict[str, object]:
         """The identity as a JSON-ready mapping (whoami, CLI output)."""

@@ -4,6 +4,7 @@ single flight, bounds."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -162,3 +163,24 @@ async def test_a_revoked_token_is_refused_without_a_call() -> None:
     cache.revoke(token_digest("t"))
     assert await lookup(cache, "t") is None
     assert checker.calls == 1
+
+
+async def test_a_full_cache_drops_its_oldest_entries_first() -> None:
+    checker, clock = FakeChecker(), Clock()
+    cache = make(checker, clock, max_entries=3)
+    for name in ("a", "b", "c", "d"):
+        checker.known[name] = ident()
+        await lookup(cache, name)
+    assert checker.calls == 4
+    await lookup(cache, "d")
+    await lookup(cache, "b")
+    assert checker.calls == 4  # b, c, d are still cached
+    await lookup(cache, "a")
+    assert checker.calls == 5  # a was dropped
+
+
+def test_identities_with_the_same_scopes_share_one_tuple() -> None:
+    first = Identity("a", 1, tuple(json.loads('["repo", "read:org"]')), None, "Iv1.x")
+    second = Identity("b", 2, tuple(json.loads('["repo", "read:org"]')), None, "Iv1.x")
+    assert first.scopes == ("repo", "read:org")
+    assert first.scopes is second.scopes
