@@ -28,6 +28,7 @@ from .upstream_token import ScopedTokens
 
 log = logging.getLogger("gateway")
 MAX_UPSTREAM_CONNECTIONS = 1000
+READ_BUFSIZE = 1 << 18  # per connection and direction: what a body may buffer before reading pauses
 
 
 class Gateway:
@@ -164,7 +165,13 @@ def _is_preflight(request: web.BaseRequest, method: str) -> bool:
 
 
 # aiohttp's defaults, stated: a request line or header field longer than this is refused with 400
-HANDLER_ARGS: dict[str, Any] = {"max_line_size": 8190, "max_field_size": 8190, "access_log": None}
+# read_bufsize: bodies stream through in chunks of whatever has arrived, up to this much per read
+HANDLER_ARGS: dict[str, Any] = {
+    "max_line_size": 8190,
+    "max_field_size": 8190,
+    "access_log": None,
+    "read_bufsize": READ_BUFSIZE,
+}
 
 
 @asynccontextmanager
@@ -180,6 +187,7 @@ async def open_gateway(
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
         timeout=aiohttp.ClientTimeout(total=None),
+        read_bufsize=READ_BUFSIZE,
     )
     # trust_env: GitHub may only be reachable through the HTTPS_PROXY of a corporate network
     github = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)

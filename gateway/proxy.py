@@ -60,7 +60,6 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _WS_SKIP = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
-CHUNK = 1 << 16
 SMALL_BODY = 1 << 16  # answers up to this size (with a Content-Length) are relayed in one write
 _SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 
@@ -227,7 +226,7 @@ class Forwarder:
         async def chunks() -> AsyncIterator[bytes]:
             nonlocal exceeded
             seen = 0
-            async for chunk in request.content.iter_chunked(CHUNK):
+            async for chunk in request.content.iter_any():
                 seen += len(chunk)
                 if limit is not None and seen > limit:
                     exceeded = True
@@ -256,7 +255,7 @@ class Forwarder:
             response.content_length = length
         await response.prepare(request)
         try:
-            async for chunk in upstream.content.iter_chunked(CHUNK):
+            async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
         except (aiohttp.ClientError, TimeoutError):
             # headers are gone already: the only honest signal left is a cut connection
