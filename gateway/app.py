@@ -21,13 +21,12 @@ from .errors import BadRequest, InternalError, NoRoute, Refusal
 from .github import GitHubClient
 from .identity import token_id
 from .policy import CompiledRoute, RouteTable, normalise_path
-from .proxy import Forwarder, HeaderRules, request_id
+from .proxy import Forwarder, HeaderRules, request_id, upstream_session
 from .ratelimit import FailedAuthLimiter
 from .responses import refusal_response
 from .upstream_token import ScopedTokens
 
 log = logging.getLogger("gateway")
-MAX_UPSTREAM_CONNECTIONS = 1000
 READ_BUFSIZE = 1 << 18  # per connection and direction: what a body may buffer before reading pauses
 
 
@@ -182,13 +181,7 @@ async def open_gateway(
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Gateway]:
     """A Gateway serving `config`, with its HTTP sessions open for as long as the context lasts."""
-    upstream = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=MAX_UPSTREAM_CONNECTIONS),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        timeout=aiohttp.ClientTimeout(total=None),
-        read_bufsize=READ_BUFSIZE,
-    )
+    upstream = upstream_session(READ_BUFSIZE)
     # trust_env: GitHub may only be reachable through the HTTPS_PROXY of a corporate network
     github = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
     log = access_log or AccessLog()

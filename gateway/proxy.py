@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import re
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -61,7 +62,28 @@ _WS_SKIP = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
 SMALL_BODY = 1 << 16  # answers up to this size (with a Content-Length) are relayed in one write
-_SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+_NO_AUTO_HEADERS = CIMultiDict[None]((name, None) for name in ("Content-Type",))
+MAX_UPSTREAM_CONNECTIONS = 1000
+
+
+class _ProxyRequest(aiohttp.ClientRequest):
+    """Sends the caller's headers as they are: aiohttp adds no Accept, Accept-Encoding, User-Agent or
+    body Content-Type of its own (an Accept-Encoding the caller never sent would get it gzip)."""
+
+    def update_auto_headers(self, skip_auto_headers: object) -> None:
+        self._skip_auto_headers = _NO_AUTO_HEADERS
+
+
+def upstream_session(read_bufsize: int) -> aiohttp.ClientSession:
+    """The pooled keep-alive session every upstream request goes through."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=MAX_UPSTREAM_CONNECTIONS),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+        read_bufsize=read_bufsize,
+        request_class=_ProxyRequest,
+    )
 
 
 def _fold(name: str) -> str:
@@ -158,10 +180,16 @@ def _expires_at(identity: Identity) -> str | None:
     return datetime.fromtimestamp(identity.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_ID_PREFIX = secrets.token_hex(8)  # per process: ids stay unique across workers and restarts
+_ID_COUNTER = itertools.count()
+
+
 def request_id(headers: CIMultiDictProxy[str]) -> str:
-    """The inbound X-Request-Id when well-formed, else a new one."""
+    """The inbound X-Request-Id when well-formed, else a new one (32 hex characters)."""
     given = headers.get("X-Request-Id", "")
-    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    if _REQUEST_ID.fullmatch(given):
+        return given
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -179,6 +207,7 @@ class Forwarder:
         self._session = session
         self.rules = rules
         self._max_body = max_body_size
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def forward(
         self,
@@ -191,9 +220,10 @@ class Forwarder:
         body, too_large = self._body(request)
         # encoded=True: the upstream gets exactly the path and query that were authorized
         url = URL(route.upstream_base + target, encoded=True)
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=route.route.timeout, sock_read=route.route.timeout
-        )
+        timeout = self._timeouts.get(route.route.timeout)
+        if timeout is None:
+            seconds = route.route.timeout
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(sock_connect=seconds, sock_read=seconds)
         try:
             upstream = await self._session.request(
                 request.method,
@@ -202,7 +232,6 @@ class Forwarder:
                 data=body,
                 allow_redirects=False,
                 timeout=timeout,
-                skip_auto_headers=_SKIP_AUTO,
             )
         except PayloadTooLarge:
             raise

@@ -195,3 +195,12 @@ async def test_websocket_without_credentials_is_refused(gateway: Gateway) -> Non
             raise AssertionError("the upgrade should have been refused")
     except aiohttp.WSServerHandshakeError as err:
         assert err.status == 401
+
+
+async def test_the_upstream_gets_no_headers_the_caller_did_not_send(gateway: Gateway) -> None:
+    status, answer = await raw_request(gateway.port, "GET /public/x HTTP/1.1\r\nHost: x\r\n")
+    assert status == 200
+    echo = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    for name in ("Accept", "Accept-Encoding", "User-Agent", "Content-Type"):
+        assert seen_headers(echo, name) == [], name
+    assert seen_headers(echo, "Host") != []
