@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from .config import CacheConfig
 from .errors import GitHubError
@@ -54,13 +54,16 @@ class Checker(Protocol):
     async def check(self, token: str) -> Identity | None: ...
 
 
-class _Entry:
-    __slots__ = ("fresh_until", "identity", "keep_until")
+# An entry is an exact tuple of plain values: (fresh_until, keep_until) for a token GitHub called
+# invalid, followed by (login, user_id, scopes, expires_at, client_id) for an identity. CPython's
+# collector stops tracking such tuples, so a full cache adds nothing to its pauses (and a tuple is
+# smaller than two objects).
+_Entry = tuple[Any, ...]
+FRESH, KEEP = 0, 1
 
-    def __init__(self, identity: Identity | None, fresh_until: float, keep_until: float) -> None:
-        self.identity = identity
-        self.fresh_until = fresh_until
-        self.keep_until = keep_until
+
+def _identity(entry: _Entry) -> Identity | None:
+    return Identity(*entry[2:]) if len(entry) > 2 else None
 
 
 class IdentityCache:
@@ -86,14 +89,14 @@ class IdentityCache:
 
     def _fresh(self, digest: bytes) -> _Entry | None:
         entry = self._entries.get(digest)
-        if entry is not None and entry.fresh_until > self._clock():
+        if entry is not None and entry[FRESH] > self._clock():
             return entry
         return None
 
     def fresh_identity(self, digest: bytes) -> Identity | None:
         """The identity cached fresh for a digest, without asking GitHub."""
         entry = self._fresh(digest)
-        return None if entry is None else entry.identity
+        return None if entry is None else _identity(entry)
 
     async def lookup(self, token: str, digest: bytes) -> Identity | None:
         """The identity for a token: from the cache, else from one shared check call.
@@ -103,7 +106,7 @@ class IdentityCache:
         """
         entry = self._fresh(digest)
         if entry is not None:
-            return entry.identity
+            return _identity(entry)
         return await self._flights.run(digest, lambda: self._fill(token, digest))
 
     def revoke(self, digest: bytes) -> None:
@@ -115,8 +118,8 @@ class IdentityCache:
             identity = await self._checker.check(token)
         except GitHubError:
             stale = self._entries.get(digest)
-            if stale is not None and stale.identity is not None and stale.keep_until > self._clock():
-                return stale.identity
+            if stale is not None and len(stale) > 2 and stale[KEEP] > self._clock():
+                return _identity(stale)
             raise
         return self._store(digest, identity)
 
@@ -136,7 +139,12 @@ class IdentityCache:
         if len(entries) >= self._config.max_entries:
             self._make_room(now)
         # one float object when there is no stale window: a cached identity costs less
-        entries[digest] = _Entry(identity, fresh, fresh if keep == fresh else keep)
+        times = (fresh, fresh if keep == fresh else keep)
+        if identity is None:
+            entries[digest] = times
+        else:
+            i = identity
+            entries[digest] = (*times, i.login, i.user_id, i.scopes, i.expires_at, i.client_id)
         return identity
 
     def _make_room(self, now: float) -> None:
@@ -145,6 +153,6 @@ class IdentityCache:
         oldest = iter(list(itertools.islice(entries, SWEEP)))
         entries.pop(next(oldest))
         for key in oldest:
-            if entries[key].keep_until > now:
+            if entries[key][KEEP] > now:
                 break
             del entries[key]

@@ -4,6 +4,7 @@ single flight, bounds."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import pytest
@@ -152,7 +153,7 @@ async def test_the_cache_is_bounded_and_keyed_by_digest_only() -> None:
     assert len(cache) == 10
     keys = list(cache._entries.keys())
     assert all(isinstance(k, bytes) and len(k) == 32 for k in keys)
-    assert not any("tok" in repr(v.identity) for v in cache._entries.values())
+    assert not any("tok" in repr(v) for v in cache._entries.values())
 
 
 async def test_a_revoked_token_is_refused_without_a_call() -> None:
@@ -184,3 +185,13 @@ def test_identities_with_the_same_scopes_share_one_tuple() -> None:
     second = Identity("b", 2, tuple(json.loads('["repo", "read:org"]')), None, "Iv1.x")
     assert first.scopes == ("repo", "read:org")
     assert first.scopes is second.scopes
+
+
+async def test_cached_entries_cost_the_garbage_collector_nothing() -> None:
+    checker, clock = FakeChecker(), Clock()
+    cache = make(checker, clock)
+    for i in range(100):
+        checker.known[f"t{i}"] = Identity(f"user{i}", 1000 + i, ("repo",), clock.now + 3600, "Iv1.x")
+        await lookup(cache, f"t{i}")
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in cache._entries.values())
