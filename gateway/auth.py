@@ -86,7 +86,7 @@ class Authenticator:
             ) from exc
         if identity is None:
             raise InvalidToken()
-        if identity.expires_at is not None and identity.expires_at <= self._wall_clock():
+        if self._expired(identity):
             raise InvalidToken("the token has expired")
         return identity
 
@@ -98,11 +98,10 @@ class Authenticator:
         A client address over its failed-authentication budget gets 429 instead of a check call,
         unless its token is already known to be valid.
         """
-        wait = self._limiter.retry_after(client)
         try:
             token = bearer_token(headers)
         except InvalidToken:
-            self._refuse_if_waiting(wait)
+            self._refuse_if_waiting(client)
             self._limiter.failed(client)
             raise
         if token is None:
@@ -110,15 +109,20 @@ class Authenticator:
                 raise Unauthenticated()
             return None
         digest = token_digest(token)
-        if wait is not None and self._cache.fresh_identity(digest) is None:
-            self._refuse_if_waiting(wait)
+        known = self._cache.fresh_identity(digest)
+        if known is not None and not self._expired(known):
+            return Caller(known, token, digest)  # the cache-hit path: nothing else to ask
+        self._refuse_if_waiting(client)
         try:
             return Caller(await self.identify(token, digest), token, digest)
         except InvalidToken:
             self._limiter.failed(client)
             raise
 
-    @staticmethod
-    def _refuse_if_waiting(wait: int | None) -> None:
+    def _expired(self, identity: Identity) -> bool:
+        return identity.expires_at is not None and identity.expires_at <= self._wall_clock()
+
+    def _refuse_if_waiting(self, client: str) -> None:
+        wait = self._limiter.retry_after(client)
         if wait is not None:
             raise TooManyRequests("too many failed authentications from this address", retry_after=wait)

@@ -63,6 +63,9 @@ _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 # SECURITY: characters that some upstream reads as a separator or a different path; `#` too: a
 # request target has no fragment, and an upstream URL would cut the path there (Istio CVE-2021-39156)
 _AMBIGUOUS = re.compile(r"[\\;#\x00-\x20\x7f]|%(?![0-9A-Fa-f]{2})")
+# a path already in canonical form: segments of unreserved and sub-delim characters (no `;`), none
+# of them `.`, `..` or empty (a trailing slash aside)
+_PLAIN = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)+/?|/")
 _FORBIDDEN_ESCAPES = frozenset({"2F", "5C", "00", "3B"})
 
 
@@ -81,6 +84,8 @@ def normalise_path(raw_path: str) -> str:
     ``..`` segments are resolved; repeated slashes are collapsed. Ambiguous paths (encoded slashes,
     backslashes, ``;``, ``#``, control characters, ``..`` above the root) raise BadRequest.
     """
+    if _PLAIN.fullmatch(raw_path):
+        return raw_path  # nothing to decode or resolve: the common case, decided by one regex
     if not raw_path.startswith("/"):
         raise BadRequest("the request target must be an absolute path")
     # SECURITY: one decision on one path; anything a server might read another way is refused

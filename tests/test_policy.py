@@ -145,3 +145,8 @@ def test_methods_allow_list() -> None:
     r.check_method("GET")
     with pytest.raises(Forbidden):
         r.check_method("DELETE")
+
+
+@pytest.mark.parametrize("raw", ["/", "/a", "/a/b/", "/.well-known/x", "/a/..b", "/v1/users/octo-cat~1:x@y"])
+def test_paths_already_canonical_are_kept_as_they_are(raw: str) -> None:
+    assert normalise_path(raw) == raw
