@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,46 +24,21 @@ from tests.test_github import (
     TOKEN,
     TWO_APPS,
     Clock,
-    Mocked,
     assert_secret_free,
     authorization,
     config,
+    make,
+    mocked,
     sent,
+    session,
+    sleeps,
 )
+
+__all__ = ["make", "mocked", "session", "sleeps"]  # fixtures shared with test_github
 
 NEW = "gho_NEW0000000000000000000000000000000000"
 SCOPED = "ghu_SC0PED00000000000000000000000000000000"
 SPEC = UpstreamTokenConfig(target="octo-org", repositories=("api",), permissions={"contents": "read"})
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def mocked() -> Iterator[aioresponses]:
-    with Mocked() as m:
-        yield m
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def make(session: aiohttp.ClientSession, sleeps: list[float]) -> Callable[..., GitHubClient]:
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    def make(clock: Clock | None = None, observer: Any = None, **overrides: Any) -> GitHubClient:
-        return GitHubClient(
-            config(**overrides), session, clock=clock or Clock(), sleep=sleep, observer=observer
-        )
-
-    return make
 
 
 def installation(**changes: Any) -> dict[str, Any]:
