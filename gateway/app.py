@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -222,6 +222,6 @@ class _Server(web.Server):
         return _Connection(self, loop=self._loop, **self._kwargs)
 
 
-def make_server(gateway: Gateway) -> web.Server:
-    """aiohttp's low-level server with every request going to `gateway.handle` (no router to bypass)."""
-    return _Server(gateway.handle, **HANDLER_ARGS)
+def make_server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]) -> web.Server:
+    """aiohttp's low-level server with every request going to `handler` (no router to bypass)."""
+    return _Server(handler, **HANDLER_ARGS)

@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return demo.main(args.config)
-        server.serve(config.load(args.config))
+        path = config.resolve_path(args.config)
+        server.serve(path, config.load(path))
     except ConfigError as exc:
         for problem in exc.problems:
             logging.getLogger("gateway").error("config: %s", problem)

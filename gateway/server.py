@@ -8,6 +8,7 @@ SIGTERM/SIGINT passes the signal on and waits for every worker to drain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -18,11 +19,13 @@ import socket
 import ssl
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 from aiohttp import web
 
-from .app import make_server, open_gateway
-from .config import Config
+from .app import Gateway, make_server, open_gateway
+from .config import Config, load
+from .errors import ConfigError
 
 log = logging.getLogger("gateway.server")
 
@@ -59,13 +62,82 @@ def _listen(config: Config) -> socket.socket:
     return sock
 
 
-async def _serve(config: Config, sock: socket.socket) -> None:
+_LISTENER = ("host", "port", "workers", "tls")  # what a reload cannot change
+
+
+class _Reloader:
+    """The gateway serving now, and SIGHUP's swap to one built from the file read again.
+
+    The whole config is one immutable object: a reload builds a new Gateway from it and swaps it in
+    for new requests, while requests in flight finish on the one they started with (its sessions
+    close after `shutdown_timeout`). A file with any problem is refused and logged; the running
+    config stays. The listener (host, port, workers, tls) only changes with a restart.
+    """
+
+    def __init__(self, path: Path, config: Config) -> None:
+        self._path = path
+        self.config = config
+        self._stack = contextlib.AsyncExitStack()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.current: Gateway | None = None
+
+    async def __aenter__(self) -> _Reloader:
+        self.current = await self._stack.enter_async_context(open_gateway(self.config))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._retiring:
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self._stack.aclose()
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Serve a request with the gateway of the config in force when it arrived."""
+        assert self.current is not None
+        return await self.current.handle(request)
+
+    async def reload(self) -> None:
+        """Read the file again; swap in its config, or log why not and keep the running one."""
+        try:
+            config = load(self._path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused, the running config stays: %s", problem)
+            return
+        fixed = [
+            k
+            for k in ("host", "port", "workers", "tls")
+            if getattr(config.server, k) != getattr(self.config.server, k)
+        ]
+        if fixed:
+            log.warning(
+                "reload: server.%s only change with a restart; kept as they were", ", server.".join(fixed)
+            )
+        stack = contextlib.AsyncExitStack()
+        fresh = await stack.enter_async_context(open_gateway(config))
+        old_stack, self._stack = self._stack, stack
+        self.current, self.config = fresh, config
+        task = asyncio.ensure_future(self._retire(old_stack, self.config.server.shutdown_timeout))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        log.info("reloaded %s", self._path)
+
+    @staticmethod
+    async def _retire(stack: contextlib.AsyncExitStack, grace: float) -> None:
+        try:
+            await asyncio.sleep(grace)  # requests in flight on the old config finish first
+        finally:
+            await stack.aclose()
+
+
+async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_gateway(config) as gateway:
-        runner = web.ServerRunner(make_server(gateway), shutdown_timeout=config.server.shutdown_timeout)
+    async with _Reloader(path, config) as live:
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(live.reload()))
+        runner = web.ServerRunner(make_server(live.handle), shutdown_timeout=config.server.shutdown_timeout)
         await runner.setup()
         site = web.SockSite(runner, sock, ssl_context=_ssl_context(config))
         await site.start()
@@ -81,27 +153,29 @@ async def _serve(config: Config, sock: socket.socket) -> None:
     log.info("stopped (pid %d)", os.getpid())
 
 
-def _worker(config: Config, sock: socket.socket) -> None:
+def _worker(path: Path, config: Config, sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which passes SIGTERM on
     _install_uvloop()
-    asyncio.run(_serve(config, sock))
+    asyncio.run(_serve(path, config, sock))
 
 
-def serve(config: Config) -> None:
-    """Serve until SIGINT/SIGTERM, then stop accepting and let in-flight requests finish."""
+def serve(path: Path, config: Config) -> None:
+    """Serve `config` (read from `path`) until SIGINT/SIGTERM, then stop accepting and let in-flight
+    requests finish; SIGHUP reads `path` again."""
     sock = _listen(config)
     workers = config.server.worker_count
     if workers == 1:
         _install_uvloop()
-        asyncio.run(_serve(config, sock))
+        asyncio.run(_serve(path, config, sock))
         return
-    _Supervisor(config, sock, workers).run()
+    _Supervisor(path, config, sock, workers).run()
 
 
 class _Supervisor:
     """Keeps N worker processes serving one socket; restarts the ones that die."""
 
-    def __init__(self, config: Config, sock: socket.socket, count: int) -> None:
+    def __init__(self, path: Path, config: Config, sock: socket.socket, count: int) -> None:
+        self._path = path
         self._config = config
         self._sock = sock
         self._count = count
@@ -112,16 +186,24 @@ class _Supervisor:
         self._last_failure = 0.0
 
     def _spawn(self) -> BaseProcess:
-        process = self._context.Process(target=_worker, args=(self._config, self._sock), daemon=False)
+        process = self._context.Process(
+            target=_worker, args=(self._path, self._config, self._sock), daemon=False
+        )
         process.start()
         return process
 
     def _stop(self, signum: int, _frame: object) -> None:
         self._stopping = True
 
+    def _reload(self, signum: int, _frame: object) -> None:
+        for worker in self._workers:  # each worker reads the file again and swaps on its own
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGHUP)
+
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
         self._workers = [self._spawn() for _ in range(self._count)]
         log.info("supervising %d workers: %s", self._count, [w.pid for w in self._workers])
         while not self._stopping:

@@ -101,7 +101,7 @@ class GatewayTestServer(BaseTestServer):
         self._gateway = gateway
 
     async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
-        return web.ServerRunner(make_server(self._gateway), **kwargs)
+        return web.ServerRunner(make_server(self._gateway.handle), **kwargs)
 
 
 class Gateway:

@@ -216,3 +216,31 @@ async def test_two_workers_share_the_port_and_a_dead_one_is_replaced(
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 20) == 0
     assert not children(proc.pid)
+
+
+async def status_of(url: str, token: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=bearer(token)) as resp:
+        return resp.status
+
+
+@pytest.mark.parametrize("served", [1, 2], indirect=True, ids=["one-process", "two-workers"])
+async def test_sighup_reloads_the_config_and_refuses_a_broken_one(
+    served: tuple[str, FakeGitHub, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    url, github, proc = served
+    token = github.add_token("alice", 7)
+    path = tmp_path / "gateway.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    assert await status_of(url + "/x", token) == 200
+    cfg["routes"][0]["users"] = ["somebody-else"]
+    path.write_text(yaml.safe_dump(cfg))
+    proc.send_signal(signal.SIGHUP)
+    deadline = asyncio.get_running_loop().time() + 20
+    while await status_of(url + "/x", token) != 403:  # the new policy, once the reload is done
+        assert asyncio.get_running_loop().time() < deadline, "the reload never took effect"
+        await asyncio.sleep(0.05)
+    path.write_text("routes: [}\n")
+    proc.send_signal(signal.SIGHUP)
+    await eventually(lambda: "reload refused" in (tmp_path / "stderr.log").read_text(), "a refused reload")
+    assert await status_of(url + "/x", token) == 403  # the running config stays
+    assert proc.poll() is None
