@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from . import metrics
 from .accesslog import AccessLog, AccessRecord
 from .auth import Authenticator, Caller
 from .cache import IdentityCache
@@ -45,7 +46,7 @@ class Gateway:
         self.config = config
         self.routes = RouteTable(config.routes)
         self.rules = HeaderRules(config)
-        self.github = GitHubClient(config.github, github, clock=clock)
+        self.github = GitHubClient(config.github, github, clock=clock, observer=metrics.github_observer)
         self.cache = IdentityCache(config.cache, self.github, clock=clock)
         limiter = FailedAuthLimiter(config.rate_limit.failed_auth_per_minute, clock=clock)
         self.auth = Authenticator(self.cache, limiter, retry_after=self.github.retry_after)
@@ -65,16 +66,20 @@ class Gateway:
             client=self.rules.client_address(request),
             method=request.method,
         )
+        refused: str | None = None
         try:
             response = await self._dispatch(request, record)
         except Refusal as refusal:
+            refused = refusal.code
             response = refusal_response(refusal)
             response.headers["X-Request-Id"] = record.request_id
         finally:
-            record.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            seconds = time.perf_counter() - started
+            record.duration_ms = round(seconds * 1000, 3)
         record.status = response.status
         record.bytes = response.body_length
         self.access_log.write(record)
+        metrics.observe_request(record.route, response.status, seconds, record.user is not None, refused)
         return response
 
     async def _dispatch(self, request: web.BaseRequest, record: AccessRecord) -> web.StreamResponse:

@@ -23,6 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from .config import CacheConfig
 from .errors import GitHubError
 from .identity import Identity
+from .metrics import CACHE_LOOKUPS
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -45,6 +46,9 @@ class SingleFlight(Generic[K, V]):
         return await asyncio.shield(flight)
 
 
+_HIT, _NEGATIVE, _MISS, _STALE = (
+    CACHE_LOOKUPS.labels("memory", r) for r in ("hit", "negative", "miss", "stale")
+)
 SWEEP = 64  # entries looked at past the oldest when the cache is full
 
 
@@ -94,9 +98,12 @@ class IdentityCache:
         return None
 
     def fresh_identity(self, digest: bytes) -> Identity | None:
-        """The identity cached fresh for a digest, without asking GitHub."""
+        """The identity cached fresh for a digest, without asking GitHub (counted as a hit)."""
         entry = self._fresh(digest)
-        return None if entry is None else _identity(entry)
+        if entry is None or len(entry) == 2:
+            return None
+        _HIT.inc()
+        return _identity(entry)
 
     async def lookup(self, token: str, digest: bytes) -> Identity | None:
         """The identity for a token: from the cache, else from one shared check call.
@@ -106,7 +113,9 @@ class IdentityCache:
         """
         entry = self._fresh(digest)
         if entry is not None:
+            (_HIT if len(entry) > 2 else _NEGATIVE).inc()
             return _identity(entry)
+        _MISS.inc()
         return await self._flights.run(digest, lambda: self._fill(token, digest))
 
     def revoke(self, digest: bytes) -> None:
@@ -119,6 +128,7 @@ class IdentityCache:
         except GitHubError:
             stale = self._entries.get(digest)
             if stale is not None and len(stale) > 2 and stale[KEEP] > self._clock():
+                _STALE.inc()
                 return _identity(stale)
             raise
         return self._store(digest, identity)

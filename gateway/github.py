@@ -191,6 +191,7 @@ class GitHubClient:
         self._max_waiting = config.max_concurrent_checks * WAITING_PER_SLOT
         self._breaker = _Breaker(clock)
         self._last_success: float | None = None
+        self._rejected = False  # the last answer was a 401 for an app's credentials
         self._legacy = config.check_method == "legacy"
 
     def __repr__(self) -> str:
@@ -201,6 +202,12 @@ class GitHubClient:
     def last_success(self) -> float | None:
         """Clock time of GitHub's last usable answer (a 404 counts), None before the first."""
         return self._last_success
+
+    @property
+    def usable(self) -> bool:
+        """False while GitHub is backed off after failures, or since it rejected an app's credentials;
+        True otherwise, before the first call included (readiness, from what is already known)."""
+        return not self._rejected and self._breaker.remaining() == 0
 
     def retry_after(self) -> int:
         """Whole seconds a caller should wait before GitHub is asked again (at least 1)."""
@@ -367,6 +374,7 @@ class GitHubClient:
             self._answered()
             return value
         if status == 401:
+            self._rejected = True
             log.error(
                 "GitHub rejected the credentials of app %s (401): check its client_id and client_secret",
                 app.client_id,
@@ -387,6 +395,7 @@ class GitHubClient:
 
     def _answered(self) -> None:
         self._last_success = self._clock()
+        self._rejected = False
         self._breaker.succeeded()
 
     def _fail_fast(self) -> None:

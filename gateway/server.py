@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .admin import Readiness, admin_app
 from .app import Gateway, make_server, open_gateway
 from .config import Config, load
 from .errors import ConfigError
@@ -135,10 +136,20 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with _Reloader(path, config) as live:
+    async with _Reloader(path, config) as live, contextlib.AsyncExitStack() as listeners:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(live.reload()))
+        readiness = Readiness(lambda: live.current is not None and live.current.github.usable)
+        if config.admin is not None:
+            admin = web.AppRunner(admin_app(readiness), access_log=None)
+            await admin.setup()
+            listeners.push_async_callback(admin.cleanup)  # closes after the main listener has drained
+            # reuse_port: with workers, each one answers on the admin port (metrics are summed over all)
+            shared = config.server.worker_count > 1
+            await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_port=shared).start()
         runner = web.ServerRunner(make_server(live.handle), shutdown_timeout=config.server.shutdown_timeout)
         await runner.setup()
+        # on the way out: stop accepting, then wait up to shutdown_timeout for requests in flight
+        listeners.push_async_callback(runner.cleanup)
         site = web.SockSite(runner, sock, ssl_context=_ssl_context(config))
         await site.start()
         # everything built at start-up lives as long as the process: keep it out of every future
@@ -147,9 +158,8 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
         gc.freeze()
         log.info("gateway listening on %s (pid %d)", site.name, os.getpid())
         await stop.wait()
+        readiness.draining = True
         log.info("draining: no new connections, requests in flight finish within shutdown_timeout")
-        # stops accepting first, then waits up to shutdown_timeout for requests in flight
-        await runner.cleanup()
     log.info("stopped (pid %d)", os.getpid())
 
 

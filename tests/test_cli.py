@@ -104,7 +104,7 @@ async def served(
     port = free_port()
     cfg = {
         "server": {"host": "127.0.0.1", "port": port, "workers": getattr(request, "param", 1)},
-        "admin": None,
+        "admin": {"host": "127.0.0.1", "port": free_port()},
         "github": {
             "api_url": str(gh.make_url("")).rstrip("/"),
             "apps": [{"client_id": CLIENT_ID, "client_secret": "${S}"}],
@@ -244,3 +244,35 @@ async def test_sighup_reloads_the_config_and_refuses_a_broken_one(
     await eventually(lambda: "reload refused" in (tmp_path / "stderr.log").read_text(), "a refused reload")
     assert await status_of(url + "/x", token) == 403  # the running config stays
     assert proc.poll() is None
+
+
+async def admin_get(tmp_path: Path, what: str) -> tuple[int, str]:
+    port = yaml.safe_load((tmp_path / "gateway.yaml").read_text())["admin"]["port"]
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{what}") as resp:
+        return resp.status, await resp.text()
+
+
+def sample(metrics: str, line_start: str) -> float:
+    """The value of the one sample whose line starts with `line_start`."""
+    [value] = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(line_start)]
+    return value
+
+
+@pytest.mark.parametrize("served", [1, 2], indirect=True, ids=["one-process", "two-workers"])
+async def test_the_admin_port_answers_health_readiness_and_metrics_summed_over_workers(
+    served: tuple[str, FakeGitHub, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    url, github, _ = served
+    token = github.add_token("alice", 7)
+    for _ in range(10):
+        assert await status_of(url + "/x", token) == 200
+    assert await status_of(url + "/x", "gho_" + "0" * 36) == 401
+    assert (await admin_get(tmp_path, "/healthz"))[0] == 200
+    status, body = await admin_get(tmp_path, "/readyz")
+    assert status == 200 and '"ready": true' in body
+    status, metrics = await admin_get(tmp_path, "/metrics")
+    assert status == 200
+    assert sample(metrics, 'gateway_requests_total{code="200",route="/"}') == 10
+    assert sample(metrics, 'gateway_auth_decisions_total{result="invalid_token"}') == 1
+    assert sample(metrics, 'gateway_github_calls_total{code="200",endpoint="apps/check-token"}') >= 1
+    assert token not in metrics and "alice" not in metrics

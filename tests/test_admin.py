@@ -1,0 +1,63 @@
+"""The admin listener's answers: health, readiness from what is already known, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
+
+from gateway.admin import Readiness, admin_app
+
+from .conftest import GatewayFactory, World, bearer
+
+Client = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+async def test_readiness_follows_github_and_draining(aiohttp_client: Client) -> None:
+    usable = [True]
+    readiness = Readiness(lambda: usable[0])
+    client = await aiohttp_client(admin_app(readiness))
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+    usable[0] = False
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert "github" in (await resp.json())["problems"][0]
+    usable[0] = True
+    readiness.draining = True
+    assert (await client.get("/readyz")).status == 503
+    assert (await client.get("/healthz")).status == 200
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_requests_decisions_cache_and_github_calls_are_counted(
+    start_gateway: GatewayFactory, world: World, aiohttp_client: Client
+) -> None:
+    gateway = await start_gateway()
+    token = world.github.add_token("alice", 7)
+    before: dict[str, Any] = {
+        "ok": value("gateway_requests_total", route="/", code="200"),
+        "allowed": value("gateway_auth_decisions_total", result="allowed"),
+        "hit": value("gateway_cache_lookups_total", tier="memory", result="hit"),
+        "miss": value("gateway_cache_lookups_total", tier="memory", result="miss"),
+        "calls": value("gateway_github_calls_total", endpoint="apps/check-token", code="200"),
+        "scope": value("gateway_auth_decisions_total", result="insufficient_scope"),
+    }
+    for _ in range(3):
+        assert (await gateway.client.get("/svc", headers=bearer(token))).status == 200
+    assert (await gateway.client.get("/admin", headers=bearer(token))).status == 403
+    assert value("gateway_requests_total", route="/", code="200") - before["ok"] == 3
+    assert value("gateway_auth_decisions_total", result="allowed") - before["allowed"] == 3
+    assert value("gateway_cache_lookups_total", tier="memory", result="miss") - before["miss"] == 1
+    assert value("gateway_cache_lookups_total", tier="memory", result="hit") - before["hit"] == 3
+    assert value("gateway_github_calls_total", endpoint="apps/check-token", code="200") - before["calls"] == 1
+    assert value("gateway_auth_decisions_total", result="insufficient_scope") - before["scope"] == 1
+    client = await aiohttp_client(admin_app(Readiness(lambda: True)))
+    text = await (await client.get("/metrics")).text()
+    assert "gateway_request_duration_seconds_bucket" in text and token not in text
