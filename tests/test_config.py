@@ -921,7 +921,10 @@ def test_a_secret_from_the_environment_never_appears_in_a_config_error() -> None
 # OpenAPI 3.1's schema dialect is JSON Schema 2020-12, plus keywords this schema does not use
 SchemaValidator = OAS31Validator
 _REQUIRED_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-SHIPPED = sorted((ROOT / "config").glob("*.yaml"))
+# gateway.yaml examples; the forward-auth and Kubernetes files are other programs' configs
+SHIPPED = sorted(
+    p for p in (ROOT / "config").glob("*.yaml") if not p.name.startswith(("forward-auth", "kubernetes"))
+)
 
 
 def _placeholders(text: str) -> dict[str, str]:
@@ -959,6 +962,28 @@ def test_the_example_configs_show_what_they_are_for() -> None:
     redis = load(ROOT / "config/redis.yaml", env={"GITHUB_CLIENT_SECRET": SECRET})
     assert redis.server.workers == "auto"
     assert redis.cache.redis_url is not None
+
+
+def test_the_kubernetes_example_carries_a_gateway_yaml_that_loads_and_probes_the_admin_port() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "config/kubernetes.yaml").read_text(encoding="utf-8")))
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    config = parse(
+        config_map["data"]["gateway.yaml"], source="kubernetes.yaml", env={"GITHUB_CLIENT_SECRET": SECRET}
+    )
+    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert config.admin is not None
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "GITHUB_CLIENT_SECRET" in {e["name"] for e in container["env"]}
+
+
+@pytest.mark.parametrize("name", ["forward-auth-traefik.yaml", "Caddyfile.forward-auth"])
+def test_the_traefik_and_caddy_examples_ask_the_gateway_and_copy_every_identity_header(name: str) -> None:
+    text = (ROOT / "config" / name).read_text(encoding="utf-8")
+    assert "/_gateway/auth" in text
+    for header in IdentityHeaders().model_dump().values():
+        assert header in text, header
 
 
 def test_the_nginx_example_asks_the_gateway_and_copies_every_identity_header() -> None:
