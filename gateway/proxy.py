@@ -42,7 +42,15 @@ HOP_BY_HOP = frozenset(
 )
 # Set by the gateway itself; whatever a caller sends under these names is dropped.
 _GATEWAY_SET = frozenset(
-    {"host", "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
+    {
+        "host",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "expect",
+    }
 )
 # SECURITY: headers some frameworks route by instead of the request line (Symfony, Zend, IIS rewrite:
 # CVE-2018-14773); the upstream must act on the path that was authorized, nothing else
@@ -251,9 +259,12 @@ class Forwarder:
         if limit is not None and request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"the body exceeds {limit} bytes")
         exceeded = False
+        expects = request.headers.get("Expect", "").lower() == "100-continue"
 
         async def chunks() -> AsyncIterator[bytes]:
             nonlocal exceeded
+            if expects:  # the caller waits for a go-ahead; it comes only once the request is admitted
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             seen = 0
             async for chunk in request.content.iter_any():
                 seen += len(chunk)

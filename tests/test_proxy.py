@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -204,3 +205,34 @@ async def test_the_upstream_gets_no_headers_the_caller_did_not_send(gateway: Gat
     for name in ("Accept", "Accept-Encoding", "User-Agent", "Content-Type"):
         assert seen_headers(echo, name) == [], name
     assert seen_headers(echo, "Host") != []
+
+
+async def expect_continue(port: int, token: str) -> tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST /svc/up HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        "Expect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n".encode()
+    )
+    await writer.drain()
+    return await reader.readuntil(b"\r\n\r\n"), reader, writer
+
+
+async def test_expect_100_continue_is_answered_only_once_the_request_is_admitted(
+    gateway: Gateway, world: World
+) -> None:
+    token = world.github.add_token("alice", 7)
+    head, reader, writer = await expect_continue(gateway.port, token)
+    assert head == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hello")
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 200")
+    echo = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert echo["body_length"] == 5
+    assert seen_headers(echo, "Expect") == []
+
+    head, _, writer = await expect_continue(gateway.port, "gho_" + "0" * 36)
+    writer.close()
+    await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 401")  # refused before the body was ever sent
