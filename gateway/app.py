@@ -25,6 +25,7 @@ from .policy import CompiledRoute, RouteTable, normalise_path
 from .proxy import Forwarder, HeaderRules, request_id, upstream_session
 from .ratelimit import FailedAuthLimiter
 from .responses import refusal_response
+from .upstream import UpstreamPool
 from .upstream_token import ScopedTokens
 
 log = logging.getLogger("gateway")
@@ -39,6 +40,7 @@ class Gateway:
         config: Config,
         *,
         upstream: aiohttp.ClientSession,
+        pool: UpstreamPool,
         github: aiohttp.ClientSession,
         access_log: AccessLog,
         clock: Callable[[], float] = time.monotonic,
@@ -53,7 +55,7 @@ class Gateway:
         self.scoped = ScopedTokens(
             self.github, config.cache, retry_after=self.github.retry_after, clock=clock
         )
-        self.forwarder = Forwarder(upstream, self.rules, max_body_size=config.server.max_body_size)
+        self.forwarder = Forwarder(pool, upstream, self.rules, max_body_size=config.server.max_body_size)
         self.control = Control(self.auth, self.github, self.cache, self.scoped)
         self.access_log = access_log
         self._control_prefix = config.server.control_prefix.lower()
@@ -186,14 +188,16 @@ async def open_gateway(
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Gateway]:
     """A Gateway serving `config`, with its HTTP sessions open for as long as the context lasts."""
-    upstream = upstream_session(READ_BUFSIZE)
+    upstream = upstream_session(READ_BUFSIZE)  # WebSockets
+    pool = UpstreamPool(read_bufsize=READ_BUFSIZE)
     # trust_env: GitHub may only be reachable through the HTTPS_PROXY of a corporate network
     github = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
     log = access_log or AccessLog()
     try:
-        yield Gateway(config, upstream=upstream, github=github, access_log=log, clock=clock)
+        yield Gateway(config, upstream=upstream, pool=pool, github=github, access_log=log, clock=clock)
     finally:
         log.flush()
+        pool.close()
         await upstream.close()
         await github.close()
 

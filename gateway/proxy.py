@@ -24,6 +24,7 @@ from .config import Config
 from .errors import BadGateway, GatewayTimeout, PayloadTooLarge
 from .identity import Identity
 from .policy import CompiledRoute
+from .upstream import Answer, Origin, UpstreamPool
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard ones proxies have been bitten by
 HOP_BY_HOP = frozenset(
@@ -207,15 +208,32 @@ def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 
 
 class Forwarder:
-    """Sends requests upstream over one pooled keep-alive session."""
+    """Sends requests upstream over pooled keep-alive connections; WebSockets over the session."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, rules: HeaderRules, *, max_body_size: int | None
+        self,
+        pool: UpstreamPool,
+        session: aiohttp.ClientSession,
+        rules: HeaderRules,
+        *,
+        max_body_size: int | None,
     ) -> None:
+        self._pool = pool
         self._session = session
         self.rules = rules
         self._max_body = max_body_size
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._origins: dict[str, Origin] = {}
+
+    def _origin(self, route: CompiledRoute) -> Origin:
+        origin = self._origins.get(route.upstream_base)
+        if origin is None:
+            url = URL(route.upstream_base)
+            assert url.raw_host is not None and url.port is not None
+            port = url.explicit_port
+            host_header = url.host_subcomponent if port is None else f"{url.host_subcomponent}:{port}"
+            origin = Origin(url.scheme, url.raw_host, url.port, host_header or url.raw_host)
+            self._origins[route.upstream_base] = origin
+        return origin
 
     async def forward(
         self,
@@ -225,77 +243,61 @@ class Forwarder:
         headers: CIMultiDict[str],
     ) -> web.StreamResponse:
         """Forward one request and stream the answer back; 502/504 when the upstream fails."""
-        body, too_large = self._body(request)
-        # encoded=True: the upstream gets exactly the path and query that were authorized
-        url = URL(route.upstream_base + target, encoded=True)
-        timeout = self._timeouts.get(route.route.timeout)
-        if timeout is None:
-            seconds = route.route.timeout
-            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(sock_connect=seconds, sock_read=seconds)
+        body = self._body(request)
         try:
-            upstream = await self._session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=timeout,
+            # the upstream gets exactly the path and query that were authorized
+            answer = await self._pool.request(
+                self._origin(route), request.method, target, headers, body, patience=route.route.timeout
             )
-        except PayloadTooLarge:
-            raise
         except TimeoutError as exc:
             raise GatewayTimeout("the upstream did not answer in time") from exc
-        except aiohttp.ClientError as exc:
-            if too_large():
-                raise PayloadTooLarge(f"the body exceeds {self._max_body} bytes") from exc
+        except (aiohttp.ClientError, OSError) as exc:
             raise BadGateway("the upstream could not be reached") from exc
-        async with upstream:
-            return await self._relay(request, upstream)
+        try:
+            return await self._relay(request, answer)
+        finally:
+            answer.release()
 
-    def _body(self, request: web.BaseRequest) -> tuple[Any, Callable[[], bool]]:
+    def _body(self, request: web.BaseRequest) -> AsyncIterator[bytes] | None:
         if not request.body_exists:
-            return None, lambda: False
+            return None
         limit = self._max_body
         if limit is not None and request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"the body exceeds {limit} bytes")
-        exceeded = False
         expects = request.headers.get("Expect", "").lower() == "100-continue"
 
         async def chunks() -> AsyncIterator[bytes]:
-            nonlocal exceeded
             if expects:  # the caller waits for a go-ahead; it comes only once the request is admitted
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             seen = 0
             async for chunk in request.content.iter_any():
                 seen += len(chunk)
                 if limit is not None and seen > limit:
-                    exceeded = True
                     raise PayloadTooLarge(f"the body exceeds {limit} bytes")
                 yield chunk
 
-        return chunks(), lambda: exceeded
+        return chunks()
 
-    async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-        length = upstream.content_length
+    async def _relay(self, request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
+        message = answer.message
+        headers = message.headers
+        length = int(headers["Content-Length"]) if "Content-Length" in headers else None
         if length is not None and length <= SMALL_BODY and request.method != "HEAD":
             # a small answer of known length goes out in one write, headers and body together
             try:
-                body = await upstream.read()
+                body = await answer.body.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise BadGateway("the upstream broke off its answer") from exc
             return web.Response(
-                status=upstream.status,
-                reason=upstream.reason,
-                headers=response_headers(upstream.headers),
-                body=body,
+                status=message.code, reason=message.reason, headers=response_headers(headers), body=body
             )
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        response.headers.extend(response_headers(upstream.headers))
+        response = web.StreamResponse(status=message.code, reason=message.reason)
+        response.headers.extend(response_headers(headers))
         if length is not None:
             response.content_length = length
         await response.prepare(request)
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in answer.body.iter_any():
                 await response.write(chunk)
         except (aiohttp.ClientError, TimeoutError):
             # headers are gone already: the only honest signal left is a cut connection

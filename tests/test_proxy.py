@@ -236,3 +236,49 @@ async def test_expect_100_continue_is_answered_only_once_the_request_is_admitted
     writer.close()
     await writer.wait_closed()
     assert head.startswith(b"HTTP/1.1 401")  # refused before the body was ever sent
+
+
+async def raw_upstream(answer: bytes, *, close_after: bool) -> tuple[asyncio.Server, str, list[int]]:
+    """An upstream speaking raw HTTP/1.1: `answer` to each request; counts the connections."""
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(answer)
+                await writer.drain()
+                if close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", connections
+
+
+async def test_an_answer_without_length_is_read_until_the_upstream_closes(
+    start_gateway: GatewayFactory,
+) -> None:
+    server, url, _ = await raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close", close_after=True
+    )
+    async with server:
+        gateway = await start_gateway(routes=[{"path": "/", "upstream": url, "auth": "none"}])
+        resp = await gateway.client.get("/x")
+        assert resp.status == 200
+        assert await resp.text() == "until close"
+
+
+async def test_a_keep_alive_connection_the_upstream_dropped_is_retried_for_an_idempotent_request(
+    start_gateway: GatewayFactory,
+) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    server, url, connections = await raw_upstream(answer, close_after=True)  # closes without saying so
+    async with server:
+        gateway = await start_gateway(routes=[{"path": "/", "upstream": url, "auth": "none"}])
+        for _ in range(3):
+            resp = await gateway.client.get("/x")
+            assert (resp.status, await resp.text()) == (200, "ok")
+        assert len(connections) == 3
