@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
@@ -172,3 +173,17 @@ async def raw_request(port: int, head: str) -> tuple[int, bytes]:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def until_listening(url: str, running: Callable[[], bool], log: Callable[[], str]) -> None:
+    """Poll a server started in another process until it answers (at most ~20 s); fail with its
+    log if it exits first."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            try:
+                async with session.get(url + "/"):
+                    return
+            except aiohttp.ClientConnectionError:
+                assert running(), log()
+                await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} never answered: {log()}")

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestServer
 from gateway.echo import echo_app
 from gateway.fake_github import FakeGitHub
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, bearer
+from .conftest import CLIENT_ID, CLIENT_SECRET, bearer, until_listening
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,14 +123,7 @@ async def served(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(200):  # poll until it listens, at most ~20 s
-                try:
-                    async with session.get(url + "/"):
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert proc.poll() is None, (tmp_path / "stderr.log").read_text()
-                    await asyncio.sleep(0.1)
+        await until_listening(url, lambda: proc.poll() is None, (tmp_path / "stderr.log").read_text)
         yield url, github, proc
     finally:
         proc.send_signal(signal.SIGTERM)

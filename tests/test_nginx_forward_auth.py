@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .conftest import Gateway, World, bearer, seen_headers
+from .conftest import Gateway, World, bearer, seen_headers, until_listening
 from .test_cli import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,14 +52,7 @@ async def nginx(gateway: Gateway, world: World, tmp_path: Path) -> AsyncIterator
     proc = await asyncio.create_subprocess_exec(NGINX, "-p", str(prefix), "-c", str(conf))
     url = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(100):  # poll until nginx listens, at most ~10 s
-                try:
-                    async with session.get(url + "/"):
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert proc.returncode is None, (prefix / "error.log").read_text()
-                    await asyncio.sleep(0.1)
+        await until_listening(url, lambda: proc.returncode is None, (prefix / "error.log").read_text)
         yield url
     finally:
         proc.send_signal(signal.SIGQUIT)
