@@ -97,7 +97,7 @@ class Gateway:
         route = self._route(path, record)
         caller = await self._admit(request, request.method, route, record)
         headers = self.rules.upstream_request_headers(
-            request, caller.identity if caller else None, record.request_id
+            request, caller.identity if caller else None, record.request_id, record.client
         )
         if caller is not None and route.upstream_token_key is not None:
             headers["Authorization"] = await self._scoped_authorization(caller, route)

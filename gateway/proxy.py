@@ -49,6 +49,7 @@ _GATEWAY_SET = frozenset(
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
+        "x-real-ip",
         "x-request-id",
         "expect",
     }
@@ -154,12 +155,11 @@ class HeaderRules:
         request: web.BaseRequest,
         identity: Identity | None,
         request_id: str,
-        *,
-        extra_drop: frozenset[str] = frozenset(),
+        client: str,
     ) -> CIMultiDict[str]:
-        """The headers to send upstream for a request."""
+        """The headers to send upstream for a request; `client` is the caller's address."""
         inbound = request.headers
-        drop = self._drop_request | _connection_tokens(inbound) | extra_drop
+        drop = self._drop_request | _connection_tokens(inbound)
         if identity is None:  # SECURITY: credentials the gateway did not validate are never passed on
             drop = drop | {"authorization"}
         out: CIMultiDict[str] = CIMultiDict()
@@ -174,6 +174,7 @@ class HeaderRules:
         if request.host:
             out["X-Forwarded-Host"] = request.host
         out["X-Request-Id"] = request_id
+        out["X-Real-IP"] = client
         if identity is not None:  # identity headers last
             out.extend(self.identity_headers(identity))
         return out

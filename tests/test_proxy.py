@@ -116,10 +116,16 @@ async def test_forwarded_headers_are_set_and_spoofs_replaced(gateway: Gateway, w
     assert seen_headers(echo, "Forwarded") == []
 
 
+async def test_x_real_ip_is_the_callers_address_never_what_the_caller_says(gateway: Gateway) -> None:
+    echo = await echo_of(gateway, "/public", {"X-Real-IP": "6.6.6.6", "X_Real_IP": "6.6.6.6"})
+    assert seen_headers(echo, "X-Real-IP") == ["127.0.0.1"]
+
+
 async def test_trusted_proxy_chain_is_kept(start_gateway: GatewayFactory, world: World) -> None:
     gateway = await start_gateway(server={"host": "127.0.0.1", "port": 0, "trusted_proxies": ["127.0.0.0/8"]})
     echo = await echo_of(gateway, "/public", {"X-Forwarded-For": "203.0.113.9"})
     assert seen_headers(echo, "X-Forwarded-For") == ["203.0.113.9, 127.0.0.1"]
+    assert seen_headers(echo, "X-Real-IP") == ["203.0.113.9"]
     assert gateway.log_lines()[-1]["client"] == "203.0.113.9"
 
 
