@@ -96,13 +96,26 @@ def upstream_session(read_bufsize: int) -> aiohttp.ClientSession:
     )
 
 
+_FOLDED: dict[str, str] = {}
+_MAX_FOLDED = 4096  # distinct header names remembered; past that, folded each time
+_NONE: frozenset[str] = frozenset()
+
+
 def _fold(name: str) -> str:
     """How CGI/WSGI-style frameworks see a header name: case and `_`/`-` do not matter."""
-    return name.lower().replace("_", "-")
+    folded = _FOLDED.get(name)
+    if folded is None:
+        folded = name.lower().replace("_", "-")
+        if len(_FOLDED) < _MAX_FOLDED:
+            _FOLDED[name] = folded
+    return folded
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
-    return {_fold(t.strip()) for v in headers.getall("Connection", ()) for t in v.split(",") if t.strip()}
+def _connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    values = headers.getall("Connection", ())
+    if not values:
+        return _NONE
+    return frozenset(_fold(t.strip()) for v in values for t in v.split(",") if t.strip())
 
 
 class HeaderRules:
@@ -117,6 +130,7 @@ class HeaderRules:
         )
         if not config.pass_authorization:
             self._drop_request = self._drop_request | {"authorization"}
+        self._drop_unvalidated = self._drop_request | {"authorization"}
         self._identity: list[tuple[str, Callable[[Identity], str | None]]] = [
             (name, getter)
             for name, getter in (
@@ -159,14 +173,15 @@ class HeaderRules:
     ) -> CIMultiDict[str]:
         """The headers to send upstream for a request; `client` is the caller's address."""
         inbound = request.headers
-        drop = self._drop_request | _connection_tokens(inbound)
-        if identity is None:  # SECURITY: credentials the gateway did not validate are never passed on
-            drop = drop | {"authorization"}
+        # SECURITY: credentials the gateway did not validate are never passed on
+        drop = self._drop_request if identity is not None else self._drop_unvalidated
+        named = _connection_tokens(inbound)
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in inbound.items():
             folded = _fold(name)
-            if folded not in drop and not (folded in _FRAMING and "_" in name):
-                out.add(name, value)
+            if folded in drop or folded in named or (folded in _FRAMING and "_" in name):
+                continue
+            out.add(name, value)
         peer = request.remote or ""
         prior = ", ".join(inbound.getall("X-Forwarded-For", ())) if self._trusted_peer(peer) else ""
         out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
@@ -204,8 +219,10 @@ def request_id(headers: CIMultiDictProxy[str]) -> str:
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """The upstream's response headers without hop-by-hop ones."""
-    drop = HOP_BY_HOP | _connection_tokens(upstream)
-    return CIMultiDict((k, v) for k, v in upstream.items() if _fold(k) not in drop)
+    named = _connection_tokens(upstream)
+    return CIMultiDict(
+        (k, v) for k, v in upstream.items() if (f := _fold(k)) not in HOP_BY_HOP and f not in named
+    )
 
 
 class Forwarder:
