@@ -80,10 +80,8 @@ def instructions(base: str, tokens: Mapping[str, str], config: Config) -> str:
     return "\n".join(lines)
 
 
-async def run_demo(
-    path: str | None, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
-) -> None:
-    """Start the fake GitHub, the echo upstream and the gateway; serve until `stop` or a signal."""
+async def run_demo(path: str | None) -> None:
+    """Start the fake GitHub, the echo upstream and the gateway; serve until SIGINT or SIGTERM."""
     config = config_module.load(path, env={**DEMO_ENV, **os.environ})
     host = config.server.host
     fake = FakeGitHub({a.client_id: a.client_secret.get_secret_value() for a in config.github.apps})
