@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,6 +26,7 @@ from gateway.fake_github import FakeGitHub
 from .conftest import CLIENT_ID, CLIENT_SECRET, bearer, until_listening
 
 REPO = Path(__file__).resolve().parents[1]
+OPENSSL = shutil.which("openssl") or "openssl"
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -93,17 +96,35 @@ def rss_peak_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+def server_options(options: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """`server` keys for the `served` fixture; `tls: True` makes a self-signed certificate."""
+    options = dict(options)
+    if options.pop("tls", False):
+        cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+        subprocess.run(
+            [OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        options["tls"] = {"cert_file": str(cert), "key_file": str(key)}
+    return options
+
+
 @pytest.fixture
 async def served(
     tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]], request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[str, FakeGitHub, subprocess.Popen[bytes]]]:
-    """`gateway serve` in a subprocess; `workers` from an indirect parameter (default 1)."""
+    """`gateway serve` in a subprocess; `server` options from an indirect parameter (see server_options)."""
     github = FakeGitHub({CLIENT_ID: CLIENT_SECRET})
     gh = await aiohttp_server(github.app())
     up = await aiohttp_server(echo_app())
     port = free_port()
     cfg = {
-        "server": {"host": "127.0.0.1", "port": port, "workers": getattr(request, "param", 1)},
+        "server": {
+            "host": "127.0.0.1",
+            "port": port,
+            **server_options(getattr(request, "param", {}), tmp_path),
+        },
         "admin": {"host": "127.0.0.1", "port": free_port()},
         "github": {
             "api_url": str(gh.make_url("")).rstrip("/"),
@@ -121,7 +142,7 @@ async def served(
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if 'tls' in cfg['server'] else 'http'}://127.0.0.1:{port}"
     try:
         await until_listening(url, lambda: proc.poll() is None, (tmp_path / "stderr.log").read_text)
         yield url, github, proc
@@ -191,7 +212,7 @@ async def eventually(condition: Callable[[], bool], what: str, seconds: float = 
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("served", [2], indirect=True)
+@pytest.mark.parametrize("served", [{"workers": 2}], indirect=True)
 async def test_two_workers_share_the_port_and_a_dead_one_is_replaced(
     served: tuple[str, FakeGitHub, subprocess.Popen[bytes]],
 ) -> None:
@@ -216,7 +237,7 @@ async def status_of(url: str, token: str) -> int:
         return resp.status
 
 
-@pytest.mark.parametrize("served", [1, 2], indirect=True, ids=["one-process", "two-workers"])
+@pytest.mark.parametrize("served", [{}, {"workers": 2}], indirect=True, ids=["one-process", "two-workers"])
 async def test_sighup_reloads_the_config_and_refuses_a_broken_one(
     served: tuple[str, FakeGitHub, subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
@@ -251,7 +272,7 @@ def sample(metrics: str, line_start: str) -> float:
     return value
 
 
-@pytest.mark.parametrize("served", [1, 2], indirect=True, ids=["one-process", "two-workers"])
+@pytest.mark.parametrize("served", [{}, {"workers": 2}], indirect=True, ids=["one-process", "two-workers"])
 async def test_the_admin_port_answers_health_readiness_and_metrics_summed_over_workers(
     served: tuple[str, FakeGitHub, subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
@@ -269,3 +290,43 @@ async def test_the_admin_port_answers_health_readiness_and_metrics_summed_over_w
     assert sample(metrics, 'gateway_auth_decisions_total{result="invalid_token"}') == 1
     assert sample(metrics, 'gateway_github_calls_total{code="200",endpoint="apps/check-token"}') >= 1
     assert token not in metrics and "alice" not in metrics
+
+
+@pytest.mark.parametrize("served", [{"tls": True}], indirect=True)
+async def test_serve_speaks_tls_with_the_configured_certificate(
+    served: tuple[str, FakeGitHub, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    url, github, _ = served
+    assert url.startswith("https://")
+    context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    context.check_hostname = False  # the certificate names 127.0.0.1 as CN only
+    token = github.add_token("alice", 7)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url + "/x", headers=bearer(token), ssl=context) as resp,
+    ):
+        assert resp.status == 200
+        assert (await resp.json())["path"] == "/x"
+
+
+async def test_sigterm_lets_a_request_in_flight_finish(
+    served: tuple[str, FakeGitHub, subprocess.Popen[bytes]],
+) -> None:
+    url, github, proc = served
+    token = github.add_token("alice", 7)
+    rest = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first half, "
+        await rest.wait()
+        yield b"second half"
+
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.ensure_future(session.put(url + "/slow", data=body(), headers=bearer(token)))
+        await github.wait_for_calls(1)  # the gateway is handling the request (checking its token)
+        proc.send_signal(signal.SIGTERM)
+        rest.set()
+        async with await request as resp:
+            assert resp.status == 200
+            assert (await resp.json())["body_length"] == len(b"first half, second half")
+    assert await asyncio.to_thread(proc.wait, 20) == 0

@@ -244,18 +244,20 @@ async def test_expect_100_continue_is_answered_only_once_the_request_is_admitted
     assert head.startswith(b"HTTP/1.1 401")  # refused before the body was ever sent
 
 
-async def raw_upstream(answer: bytes, *, close_after: bool) -> tuple[asyncio.Server, str, list[int]]:
-    """An upstream speaking raw HTTP/1.1: `answer` to each request; counts the connections."""
+async def raw_upstream(answer: bytes, *, drop_next: bool) -> tuple[asyncio.Server, str, list[int]]:
+    """An upstream speaking raw HTTP/1.1 that answers one request per connection, then closes it:
+    at once, or (`drop_next`) when the next request on it arrives, unanswered, as an upstream that
+    timed the idle connection out does. Counts the connections."""
     connections: list[int] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(1)
         try:
-            while await reader.readuntil(b"\r\n\r\n"):
-                writer.write(answer)
-                await writer.drain()
-                if close_after:
-                    break
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+            if drop_next:
+                await reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         writer.close()
@@ -268,7 +270,7 @@ async def test_an_answer_without_length_is_read_until_the_upstream_closes(
     start_gateway: GatewayFactory,
 ) -> None:
     server, url, _ = await raw_upstream(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close", close_after=True
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close", drop_next=False
     )
     async with server:
         gateway = await start_gateway(routes=[{"path": "/", "upstream": url, "auth": "none"}])
@@ -281,10 +283,22 @@ async def test_a_keep_alive_connection_the_upstream_dropped_is_retried_for_an_id
     start_gateway: GatewayFactory,
 ) -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    server, url, connections = await raw_upstream(answer, close_after=True)  # closes without saying so
+    server, url, connections = await raw_upstream(answer, drop_next=True)  # closes without saying so
     async with server:
         gateway = await start_gateway(routes=[{"path": "/", "upstream": url, "auth": "none"}])
         for _ in range(3):
             resp = await gateway.client.get("/x")
             assert (resp.status, await resp.text()) == (200, "ok")
         assert len(connections) == 3
+
+
+async def test_a_post_on_a_dropped_keep_alive_connection_is_not_sent_twice(
+    start_gateway: GatewayFactory,
+) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    server, url, connections = await raw_upstream(answer, drop_next=True)
+    async with server:
+        gateway = await start_gateway(routes=[{"path": "/", "upstream": url, "auth": "none"}])
+        assert (await gateway.client.get("/x")).status == 200
+        assert (await gateway.client.post("/x")).status == 502  # it may have been acted on: no retry
+        assert len(connections) == 1
