@@ -15,13 +15,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gateway demo
 
-# Real servers the tests run against (nginx); installed with apt-get when this machine allows it.
+# Real servers the tests run against (nginx, redis-server); installed with apt-get when this machine
+# allows it, else the tests that need them are skipped.
 servers:
-	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || \
+	@{ { command -v nginx || [ -x /usr/sbin/nginx ]; } && command -v redis-server; } >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    apt-get update -qq >/dev/null 2>&1 && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1; } || \
-	  echo "nginx is not installed and cannot be: the nginx tests will be skipped"
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light redis-server >/dev/null 2>&1; } || \
+	  echo "nginx or redis-server is not installed and cannot be: the tests that need them will be skipped"
 
 test: $(STAMP) servers
 	$(BIN)/ruff check gateway tests bench

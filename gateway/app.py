@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +26,7 @@ from .identity import token_id
 from .policy import CompiledRoute, RouteTable, normalise_path
 from .proxy import Forwarder, HeaderRules, request_id, upstream_session
 from .ratelimit import FailedAuthLimiter
+from .redis_tier import RedisTier
 from .responses import refusal_response
 from .upstream import UpstreamPool
 from .upstream_token import ScopedTokens
@@ -43,13 +46,14 @@ class Gateway:
         pool: UpstreamPool,
         github: aiohttp.ClientSession,
         access_log: AccessLog,
+        shared: RedisTier | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.routes = RouteTable(config.routes)
         self.rules = HeaderRules(config)
         self.github = GitHubClient(config.github, github, clock=clock, observer=metrics.github_observer)
-        self.cache = IdentityCache(config.cache, self.github, clock=clock)
+        self.cache = IdentityCache(config.cache, self.github, shared=shared, clock=clock)
         limiter = FailedAuthLimiter(config.rate_limit.failed_auth_per_minute, clock=clock)
         self.auth = Authenticator(self.cache, limiter, retry_after=self.github.retry_after)
         self.scoped = ScopedTokens(
@@ -59,6 +63,11 @@ class Gateway:
         self.control = Control(self.auth, self.github, self.cache, self.scoped)
         self.access_log = access_log
         self._control_prefix = config.server.control_prefix.lower()
+
+    async def revoked_elsewhere(self, digest: bytes) -> None:
+        """A logout on another replica (the shared tier's channel): forget the token here too."""
+        self.cache.evict(digest)
+        await self.scoped.revoke_minted_from(digest)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one request; every refusal becomes its DESIGN §4 response; one access-log line."""
@@ -188,18 +197,33 @@ async def open_gateway(
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Gateway]:
     """A Gateway serving `config`, with its HTTP sessions open for as long as the context lasts."""
-    upstream = upstream_session(READ_BUFSIZE)  # WebSockets
-    pool = UpstreamPool(read_bufsize=READ_BUFSIZE)
-    # trust_env: GitHub may only be reachable through the HTTPS_PROXY of a corporate network
-    github = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
-    log = access_log or AccessLog()
-    try:
-        yield Gateway(config, upstream=upstream, pool=pool, github=github, access_log=log, clock=clock)
-    finally:
-        log.flush()
-        pool.close()
-        await upstream.close()
-        await github.close()
+    async with contextlib.AsyncExitStack() as stack:
+        upstream = upstream_session(READ_BUFSIZE)  # WebSockets
+        stack.push_async_callback(upstream.close)
+        pool = UpstreamPool(read_bufsize=READ_BUFSIZE)
+        stack.callback(pool.close)
+        # trust_env: GitHub may only be reachable through the HTTPS_PROXY of a corporate network
+        github = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
+        stack.push_async_callback(github.close)
+        shared = None
+        if config.cache.redis_url is not None:
+            shared = RedisTier(config.cache.redis_url, config.github, clock=clock)
+            stack.push_async_callback(shared.close)
+        log = access_log or AccessLog()
+        stack.callback(log.flush)
+        gateway = Gateway(
+            config, upstream=upstream, pool=pool, github=github, access_log=log, shared=shared, clock=clock
+        )
+        if shared is not None:
+            listener = asyncio.create_task(shared.listen(gateway.revoked_elsewhere, gateway.cache.clear))
+            stack.push_async_callback(_cancel, listener)
+        yield gateway
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class _Connection(RequestHandler):

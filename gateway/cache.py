@@ -1,9 +1,10 @@
-"""The identity cache: an in-process TTL tier, negative and stale entries, single flight.
+"""The identity cache: an in-process TTL tier, the shared Redis tier behind it when configured,
+negative and stale entries, single flight.
 
 Keys are SHA-256 digests of tokens; values are immutable `Identity` objects (or None for a token GitHub
 called invalid). A positive entry is fresh for `ttl`, never past the token's own `expires_at`; with
 `stale_if_error` it is kept that much longer and served only when GitHub gives no usable answer.
-Concurrent lookups of one uncached token share a single check call.
+Concurrent lookups of one uncached token share a single check call (and a single Redis read).
 
 The store is a plain insertion-ordered dict, not a cachetools cache: entries are dropped when found
 expired and, when `max_entries` is reached, oldest first (insertion order is expiry order but for
@@ -24,6 +25,7 @@ from .config import CacheConfig
 from .errors import GitHubError
 from .identity import Identity
 from .metrics import CACHE_LOOKUPS
+from .redis_tier import RedisTier, SharedEntry
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -49,6 +51,7 @@ class SingleFlight(Generic[K, V]):
 _HIT, _NEGATIVE, _MISS, _STALE = (
     CACHE_LOOKUPS.labels("memory", r) for r in ("hit", "negative", "miss", "stale")
 )
+_SHARED_STALE = CACHE_LOOKUPS.labels("redis", "stale")
 SWEEP = 64  # entries looked at past the oldest when the cache is full
 
 
@@ -71,18 +74,20 @@ def _identity(entry: _Entry) -> Identity | None:
 
 
 class IdentityCache:
-    """Identity lookups by token digest, in front of a `Checker`."""
+    """Identity lookups by token digest, in front of the shared tier (if any) and a `Checker`."""
 
     def __init__(
         self,
         config: CacheConfig,
         checker: Checker,
         *,
+        shared: RedisTier | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
         self._checker = checker
+        self._shared = shared
         self._clock = clock
         self._wall_clock = wall_clock
         self._entries: dict[bytes, _Entry] = {}
@@ -118,44 +123,78 @@ class IdentityCache:
         _MISS.inc()
         return await self._flights.run(digest, lambda: self._fill(token, digest))
 
-    def revoke(self, digest: bytes) -> None:
-        """Remember a token as invalid (logout): refused without asking GitHub for `negative_ttl`."""
-        self._store(digest, None)
+    async def revoke(self, digest: bytes) -> bool:
+        """Remember a token as invalid (logout): refused without asking GitHub for `negative_ttl`, here
+        and, through the shared tier, on every replica. False when the shared tier could not be told."""
+        self.evict(digest)
+        if self._shared is None:
+            return True
+        return await self._shared.revoke(digest, self._config.negative_ttl)
+
+    def evict(self, digest: bytes) -> None:
+        """Remember a token as invalid in this process (a revocation heard from another replica)."""
+        self._keep(digest, None, self._config.negative_ttl, self._config.negative_ttl)
+
+    def clear(self) -> None:
+        """Forget every in-process entry (revocations may have been missed: Redis answers again)."""
+        self._entries.clear()
 
     async def _fill(self, token: str, digest: bytes) -> Identity | None:
+        shared = await self._shared.get(digest) if self._shared is not None else None
+        if shared is not None and shared.fresh_for > 0:
+            self._keep(digest, *shared)
+            return shared.identity
         try:
-            identity = await self._checker.check(token)
+            answer = await self._checker.check(token)
         except GitHubError:
-            stale = self._entries.get(digest)
-            if stale is not None and len(stale) > 2 and stale[KEEP] > self._clock():
-                _STALE.inc()
-                return _identity(stale)
-            raise
-        return self._store(digest, identity)
+            stale = self._stale(digest, shared)
+            if stale is None:
+                raise
+            return stale
+        identity, fresh_for, keep_for = self._windows(answer)
+        self._keep(digest, identity, fresh_for, keep_for)
+        if self._shared is not None:
+            await self._shared.put(digest, identity, fresh_for, keep_for)
+        return identity
 
-    def _store(self, digest: bytes, identity: Identity | None) -> Identity | None:
-        now = self._clock()
-        fresh = now + self._config.ttl
+    def _stale(self, digest: bytes, shared: SharedEntry | None) -> Identity | None:
+        """An identity past fresh but within `stale_if_error`, here or in the shared tier."""
+        local = self._entries.get(digest)
+        if local is not None and len(local) > 2 and local[KEEP] > self._clock():
+            _STALE.inc()
+            return _identity(local)
+        if shared is not None and shared.identity is not None and shared.keep_for > 0:
+            _SHARED_STALE.inc()
+            return shared.identity
+        return None
+
+    def _windows(self, identity: Identity | None) -> SharedEntry:
+        """How long an answer from GitHub stays fresh, and is kept, in seconds from now."""
+        fresh = self._config.ttl
         keep = fresh + self._config.stale_if_error
         if identity is not None and identity.expires_at is not None:
-            expiry = now + (identity.expires_at - self._wall_clock())
-            fresh, keep = min(fresh, expiry), min(keep, expiry)
-            if fresh <= now:  # already expired: GitHub's clock and ours disagree; it is not valid here
+            left = identity.expires_at - self._wall_clock()
+            fresh, keep = min(fresh, left), min(keep, left)
+            if fresh <= 0:  # already expired: GitHub's clock and ours disagree; it is not valid here
                 identity = None
         if identity is None:
-            fresh = keep = now + self._config.negative_ttl
+            fresh = keep = self._config.negative_ttl
+        return SharedEntry(identity, fresh, keep)
+
+    def _keep(self, digest: bytes, identity: Identity | None, fresh_for: float, keep_for: float) -> None:
+        now = self._clock()
+        fresh = now + fresh_for
         entries = self._entries
         entries.pop(digest, None)  # (re)inserted last: insertion order stays age order
         if len(entries) >= self._config.max_entries:
             self._make_room(now)
         # one float object when there is no stale window: a cached identity costs less
-        times = (fresh, fresh if keep == fresh else keep)
+        times = (fresh, fresh if keep_for == fresh_for else now + keep_for)
         if identity is None:
             entries[digest] = times
         else:
             i = identity
             entries[digest] = (*times, i.login, i.user_id, i.scopes, i.expires_at, i.client_id)
-        return identity
 
     def _make_room(self, now: float) -> None:
         """Drop the oldest entry, and any expired ones right behind it (a bounded sweep)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -14,6 +15,8 @@ from .errors import GitHubError, MethodNotAllowed, NoRoute, ServiceUnavailable
 from .github import GitHubClient
 from .identity import token_id
 from .upstream_token import ScopedTokens
+
+log = logging.getLogger("gateway.control")
 
 Endpoint = Callable[[web.BaseRequest, Caller], Awaitable[web.StreamResponse]]
 
@@ -59,6 +62,11 @@ class Control:
             raise ServiceUnavailable(
                 "GitHub is unavailable: the token was not revoked", retry_after=self._github.retry_after()
             ) from exc
-        self._cache.revoke(caller.digest)
+        if not await self._cache.revoke(caller.digest):
+            log.warning(
+                "logout: token %s revoked at GitHub and evicted here, but Redis could not carry it to"
+                " the other replicas (they keep it until their cache.ttl)",
+                token_id(caller.digest),
+            )
         await self._scoped.revoke_minted_from(caller.digest)
         return web.json_response({"revoked": True, "login": caller.identity.login}, dumps=json.dumps)

@@ -106,9 +106,12 @@ class GatewayTestServer(BaseTestServer):
 
 
 class Gateway:
-    """A running gateway and what it logged."""
+    """A running gateway (`app`, its client) and what it logged."""
 
-    def __init__(self, client: TestClient[web.BaseRequest, None], log: AccessLog, out: io.StringIO) -> None:
+    def __init__(
+        self, app: GatewayApp, client: TestClient[web.BaseRequest, None], log: AccessLog, out: io.StringIO
+    ) -> None:
+        self.app = app
         self.client = client
         self._log = log
         self._out = out
@@ -142,7 +145,7 @@ async def start_gateway(
             out = io.StringIO()
             log = AccessLog(out)
             gateway = await stack.enter_async_context(open_gateway(config, access_log=log, clock=world.clock))
-            return Gateway(await aiohttp_client(GatewayTestServer(gateway)), log, out)
+            return Gateway(gateway, await aiohttp_client(GatewayTestServer(gateway)), log, out)
 
         yield start
 

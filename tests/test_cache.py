@@ -161,7 +161,7 @@ async def test_a_revoked_token_is_refused_without_a_call() -> None:
     checker.known["t"] = ident()
     cache = make(checker, clock, negative_ttl=30)
     await lookup(cache, "t")
-    cache.revoke(token_digest("t"))
+    assert await cache.revoke(token_digest("t"))
     assert await lookup(cache, "t") is None
     assert checker.calls == 1
 

@@ -1,0 +1,226 @@
+"""The shared cache tier (`cache.redis_url`): identities in Redis for every worker and replica, and
+revocations (logout) carried to all of them over a pub/sub channel.
+
+What Redis holds is what the in-process tier holds: the identity GitHub reported (never the token,
+never the raw check answer), under the token's SHA-256 digest in hex, with `fresh_until` as a Unix
+time so replicas agree on its age; the key itself expires when the entry may no longer be served,
+stale window included. A token GitHub called invalid is an entry without an identity.
+
+Keys and the channel are namespaced by GitHub's URL and the configured apps: a gateway never takes
+an identity that another deployment's apps vouched for.
+
+Redis is an accelerator, never a dependency: a command that fails or takes longer than
+`TIMEOUT` counts as a miss, and Redis is then left alone for a backoff that doubles up to
+`MAX_BACKOFF`, so an outage costs one timeout, not one per request. A replica whose subscription
+drops may miss a revocation; when it subscribes again it is told to forget its in-process tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .config import GitHubConfig
+from .identity import Identity
+from .metrics import CACHE_LOOKUPS
+
+log = logging.getLogger("gateway.redis")
+
+TIMEOUT = 0.5  # seconds for a connection or a command
+MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
+HEALTH_CHECK = 5  # seconds of silence on the subscription before it is pinged
+_FAILED = object()  # what a command that failed returns
+
+_HIT, _NEGATIVE, _MISS, _ERROR = (
+    CACHE_LOOKUPS.labels("redis", r) for r in ("hit", "negative", "miss", "error")
+)
+
+
+class SharedEntry(NamedTuple):
+    """An entry read from the shared tier: its identity (None: invalid) and, in seconds from now,
+    how long it is fresh and how long it may still be served while GitHub is unusable."""
+
+    identity: Identity | None
+    fresh_for: float
+    keep_for: float
+
+
+def namespace(github: GitHubConfig) -> str:
+    """The key prefix for gateways that trust the same GitHub and the same apps."""
+    vouchers = "\n".join([str(github.api_url), *sorted(app.client_id for app in github.apps)])
+    return "gateway:" + hashlib.sha256(vouchers.encode()).hexdigest()[:16]
+
+
+def _encode(identity: Identity | None, fresh_until: float, keep_until: float) -> bytes:
+    fields: dict[str, Any] = {"fresh_until": fresh_until, "keep_until": keep_until}
+    if identity is not None:
+        fields.update(identity.as_json())
+    return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def _decode(raw: bytes) -> tuple[Identity | None, float, float]:
+    """An entry's identity, fresh_until and keep_until; ValueError for what this gateway did not write."""
+    fields = json.loads(raw)
+    if not isinstance(fields, dict):
+        raise ValueError("not an object")
+    fresh_until, keep_until = fields["fresh_until"], fields["keep_until"]
+    if not (isinstance(fresh_until, int | float) and isinstance(keep_until, int | float)):
+        raise ValueError("fresh_until and keep_until are not times")
+    if "login" not in fields:
+        return None, fresh_until, keep_until
+    login, user_id, scopes = fields["login"], fields["id"], fields["scopes"]
+    expires_at, client_id = fields["expires_at"], fields["client_id"]
+    if not (
+        isinstance(login, str)
+        and isinstance(user_id, int)
+        and isinstance(scopes, list)
+        and all(isinstance(s, str) for s in scopes)
+        and (expires_at is None or isinstance(expires_at, int | float))
+        and isinstance(client_id, str)
+    ):
+        raise ValueError("an identity field has the wrong type")
+    return Identity(login, user_id, tuple(scopes), expires_at, client_id), fresh_until, keep_until
+
+
+class RedisTier:
+    """Identities by token digest in Redis, and the revocation channel."""
+
+    def __init__(
+        self,
+        url: str,
+        github: GitHubConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        # no retries inside redis-py: a failure is a miss here, and the backoff below takes over
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_timeout=TIMEOUT,
+            socket_connect_timeout=TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=HEALTH_CHECK,
+        )
+        self._prefix = namespace(github)
+        self.channel = self._prefix + ":revoked"
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._backoff = 0.0
+        self._resting_until = 0.0
+
+    def _key(self, digest: bytes) -> str:
+        return f"{self._prefix}:identity:{digest.hex()}"
+
+    async def get(self, digest: bytes) -> SharedEntry | None:
+        """The entry for a digest, None when there is none or Redis cannot say."""
+        raw = await self._command(lambda r: r.get(self._key(digest)))
+        if raw is None or raw is _FAILED:
+            (_MISS if raw is None else _ERROR).inc()
+            return None
+        try:
+            identity, fresh_until, keep_until = _decode(raw)
+        except (ValueError, KeyError, TypeError):
+            log.warning("redis: ignoring an entry this gateway did not write (%s)", self._key(digest))
+            _ERROR.inc()
+            return None
+        now = self._wall_clock()
+        if fresh_until <= now:
+            _MISS.inc()  # past fresh: only good for standing in while GitHub is unusable (counted then)
+        else:
+            (_HIT if identity is not None else _NEGATIVE).inc()
+        return SharedEntry(identity, fresh_until - now, keep_until - now)
+
+    async def put(self, digest: bytes, identity: Identity | None, fresh_for: float, keep_for: float) -> None:
+        """Share an entry: fresh for `fresh_for` seconds, gone from Redis after `keep_for`."""
+        if keep_for <= 0:
+            return
+        now = self._wall_clock()
+        value = _encode(identity, now + fresh_for, now + keep_for)
+        await self._command(lambda r: r.set(self._key(digest), value, px=max(1, int(keep_for * 1000))))
+
+    async def revoke(self, digest: bytes, negative_ttl: float) -> bool:
+        """Record a token as invalid and tell every replica to forget it; False if Redis could not."""
+        now = self._wall_clock()
+        value = _encode(None, now + negative_ttl, now + negative_ttl)
+        px = max(1, int(negative_ttl * 1000))
+
+        async def both(r: redis.Redis) -> Any:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.set(self._key(digest), value, px=px)  # queued: a pipeline's commands return it
+                pipe.publish(self.channel, digest.hex())
+                return await pipe.execute()
+
+        return await self._command(both) is not _FAILED
+
+    async def _command(self, command: Callable[[redis.Redis], Awaitable[Any]]) -> Any:
+        """Run a command; `_FAILED` (and a rest from Redis) when it fails."""
+        now = self._clock()
+        if now < self._resting_until:
+            return _FAILED
+        try:
+            result = await command(self._redis)
+        except (RedisError, OSError) as exc:
+            first = self._backoff == 0
+            self._backoff = min(MAX_BACKOFF, max(MIN_BACKOFF, self._backoff * 2))
+            self._resting_until = now + self._backoff
+            if first:
+                log.warning("redis unavailable, using the in-process cache and GitHub: %s", _reason(exc))
+            return _FAILED
+        if self._backoff:
+            log.info("redis available again")
+            self._backoff = 0.0
+        return result
+
+    async def listen(
+        self, revoked: Callable[[bytes], Awaitable[None]], resubscribed: Callable[[], None]
+    ) -> None:
+        """Follow the revocation channel until cancelled: `revoked(digest)` for each revocation,
+        `resubscribed()` each time the subscription (re)starts, as revocations may have been missed."""
+        backoff = MIN_BACKOFF
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    while True:
+                        message = await pubsub.get_message(timeout=HEALTH_CHECK)
+                        if message is None:
+                            continue
+                        if message["type"] == "subscribe":
+                            resubscribed()
+                            backoff = MIN_BACKOFF
+                        elif message["type"] == "message":
+                            digest = _digest(message["data"])
+                            if digest is not None:
+                                await revoked(digest)
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "redis: the revocation channel dropped, retrying in %.0fs: %s", backoff, _reason(exc)
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_BACKOFF, backoff * 2)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _digest(data: object) -> bytes | None:
+    try:
+        digest = bytes.fromhex(data.decode() if isinstance(data, bytes) else str(data))
+    except ValueError:
+        return None
+    return digest if len(digest) == hashlib.sha256().digest_size else None
+
+
+def _reason(exc: BaseException) -> str:
+    # SECURITY: redis-py's messages name the host and port, never the URL's password
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,390 @@
+"""`cache.redis_url`: one identity cache for every worker and replica, and logouts carried to all of
+them, against a real redis-server (DESIGN §1, §5, §9)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as redis
+import yaml
+
+from gateway.cache import IdentityCache
+from gateway.config import CacheConfig, Config
+from gateway.errors import GitHubUnavailable
+from gateway.identity import Identity, token_digest
+from gateway.redis_tier import RedisTier
+
+from .conftest import (
+    CLIENT_ID,
+    SECOND_ID,
+    SECOND_SECRET,
+    FakeClock,
+    Gateway,
+    GatewayFactory,
+    World,
+    base_config,
+    bearer,
+    until_listening,
+)
+from .test_cli import REPO, children, eventually, free_port
+
+REDIS_SERVER = shutil.which("redis-server") or next(
+    (p for p in ("/usr/bin/redis-server",) if Path(p).exists()), None
+)
+pytestmark = pytest.mark.skipif(
+    REDIS_SERVER is None, reason="redis-server is not installed (make test installs it)"
+)
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, no persistence; it can be stopped and
+    started again on the same port (an outage)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._workdir = workdir
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self._proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self._workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = self.client()
+        try:
+            for _ in range(200):
+                with contextlib.suppress(redis.ConnectionError):
+                    await client.ping()
+                    return
+                assert self._proc.poll() is None, "redis-server exited"
+                await asyncio.sleep(0.05)
+            raise AssertionError("redis-server never answered")
+        finally:
+            await client.aclose()
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    async def everything(self) -> dict[bytes, bytes]:
+        """Every key in Redis, with its value."""
+        client = self.client()
+        try:
+            stored = {}
+            async for key in client.scan_iter():
+                value = await client.get(key)
+                assert isinstance(key, bytes) and isinstance(value, bytes)
+                stored[key] = value
+            return stored
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def replicas(start_gateway: GatewayFactory, redis_server: RedisServer) -> tuple[Gateway, Gateway]:
+    """Two gateways sharing one Redis, the way two replicas behind a load balancer do."""
+    return (
+        await start_gateway(cache={"redis_url": redis_server.url}),
+        await start_gateway(cache={"redis_url": redis_server.url}),
+    )
+
+
+async def status(gateway: Gateway, token: str, path: str = "/svc") -> int:
+    async with gateway.client.get(path, headers=bearer(token)) as resp:
+        return resp.status
+
+
+async def status_of(session: aiohttp.ClientSession, url: str, token: str) -> int:
+    async with session.get(url, headers=bearer(token)) as resp:
+        return resp.status
+
+
+def evictions(gateway: Gateway) -> asyncio.Event:
+    """An event set when the gateway evicts a token it heard revoked on the channel."""
+    event = asyncio.Event()
+    cache = gateway.app.cache
+    evict = cache.evict
+
+    def evicting(digest: bytes) -> None:
+        evict(digest)
+        event.set()
+
+    cache.evict = evicting  # type: ignore[method-assign]
+    return event
+
+
+async def test_a_token_checked_by_one_replica_is_known_to_the_other(
+    replicas: tuple[Gateway, Gateway], world: World
+) -> None:
+    a, b = replicas
+    token = world.github.add_token("alice", 7, ["repo"])
+    assert await status(a, token) == 200
+    async with b.client.get("/svc", headers=bearer(token)) as resp:
+        assert resp.status == 200
+        echo = await resp.json()
+    assert dict(echo["headers"])["X-Auth-User"] == "alice"
+    assert world.github.check_calls(token) == 1
+
+
+async def test_an_invalid_token_is_remembered_for_every_replica(
+    replicas: tuple[Gateway, Gateway], world: World
+) -> None:
+    a, b = replicas
+    assert await status(a, "gho_notatoken") == 401
+    assert await status(b, "gho_notatoken") == 401
+    assert world.github.check_calls() == 1
+
+
+async def test_logout_on_one_replica_is_refused_at_once_on_the_other(
+    replicas: tuple[Gateway, Gateway], world: World
+) -> None:
+    a, b = replicas
+    token = world.github.add_token("alice", 7, ["repo"])
+    assert await status(a, token) == 200 and await status(b, token) == 200  # cached in both processes
+    revoked = evictions(b)
+    async with a.client.post("/_gateway/logout", headers=bearer(token)) as resp:
+        assert resp.status == 200
+    await asyncio.wait_for(revoked.wait(), 10)
+    assert await status(b, token) == 401
+    assert await status(a, token) == 401
+
+
+async def test_a_replica_that_lost_redis_forgets_what_it_may_have_missed(
+    replicas: tuple[Gateway, Gateway],
+    world: World,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b = replicas
+    token = world.github.add_token("alice", 7, ["repo"])
+    assert await status(b, token) == 200
+    redis_server.stop()
+    # Redis is down: the logout revokes at GitHub and evicts on A, but cannot reach B
+    async with a.client.post("/_gateway/logout", headers=bearer(token)) as resp:
+        assert resp.status == 200
+    assert "could not carry it to the other replicas" in caplog.text
+    await redis_server.start()
+    # B resubscribes (after its reconnect backoff), forgets its memory and asks GitHub again
+    deadline = asyncio.get_running_loop().time() + 20
+    while await status(b, token) != 401:
+        assert asyncio.get_running_loop().time() < deadline, "B still trusts what it remembered"
+        await asyncio.sleep(0.1)
+
+
+async def test_without_redis_the_gateway_serves_from_github_and_says_so_once(
+    start_gateway: GatewayFactory, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_gateway(cache={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    tokens = [world.github.add_token(f"user{i}", i) for i in range(1, 6)]
+    for token in tokens:
+        assert await status(gateway, token) == 200
+        assert await status(gateway, token) == 200
+    assert world.github.check_calls() == 5  # the in-process tier still works
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "gateway.redis" and "unavailable" in r.getMessage()
+    ]
+    assert len(warnings) == 1
+
+
+async def test_redis_holds_identities_by_digest_and_never_a_token(
+    replicas: tuple[Gateway, Gateway], world: World, redis_server: RedisServer
+) -> None:
+    a, b = replicas
+    good = world.github.add_token("alice", 7, ["repo", "read:org"])
+    bye = world.github.add_token("bob", 8)
+    assert await status(a, good) == 200 and await status(a, bye) == 200
+    assert await status(b, "gho_notatoken") == 401
+    async with b.client.post("/_gateway/logout", headers=bearer(bye)) as resp:
+        assert resp.status == 200
+    stored = await redis_server.everything()
+    assert len(stored) == 3
+    dump = b"\n".join(k + b" " + v for k, v in stored.items())
+    for token in (good, bye, "gho_notatoken"):
+        assert token.encode() not in dump
+        assert any(k.endswith(token_digest(token).hex().encode()) for k in stored)
+    alice = json.loads(next(v for k, v in stored.items() if k.endswith(token_digest(good).hex().encode())))
+    assert (alice["login"], alice["id"], alice["scopes"]) == ("alice", 7, ["repo", "read:org"])
+
+
+async def test_gateways_with_other_apps_do_not_share_identities(
+    start_gateway: GatewayFactory, world: World, redis_server: RedisServer
+) -> None:
+    ours = await start_gateway(cache={"redis_url": redis_server.url})
+    theirs = await start_gateway(
+        cache={"redis_url": redis_server.url},
+        github={"apps": [{"client_id": SECOND_ID, "client_secret": SECOND_SECRET}]},
+    )
+    token = world.github.add_token("alice", 7)  # issued by CLIENT_ID's app
+    assert await status(ours, token) == 200
+    assert await status(theirs, token) == 401  # their app does not know it; our answer is not theirs
+
+
+# --- the tier under the cache, on a clock the test moves -----------------------------------------
+
+
+@pytest.fixture
+async def tier(redis_server: RedisServer, world: World) -> AsyncIterator[tuple[RedisTier, FakeClock]]:
+    wall = FakeClock()
+    config = Config.model_validate(base_config(world))
+    shared = RedisTier(redis_server.url, config.github, wall_clock=wall)
+    try:
+        yield shared, wall
+    finally:
+        await shared.close()
+
+
+class Checker:
+    def __init__(self, answer: Identity | None) -> None:
+        self.answer = answer
+        self.calls = 0
+        self.down = False
+
+    async def check(self, token: str) -> Identity | None:
+        self.calls += 1
+        if self.down:
+            raise GitHubUnavailable("down")
+        return self.answer
+
+
+def cache_over(shared: RedisTier, checker: Checker, wall: FakeClock, **config: Any) -> IdentityCache:
+    return IdentityCache(CacheConfig(**config), checker, shared=shared, clock=wall, wall_clock=wall)
+
+
+ALICE = Identity("alice", 7, ("repo",), None, CLIENT_ID)
+
+
+async def test_a_replica_serves_a_stale_shared_identity_only_while_github_is_down(
+    tier: tuple[RedisTier, FakeClock],
+) -> None:
+    shared, wall = tier
+    checker = Checker(ALICE)
+    digest = token_digest("t")
+    filler = cache_over(shared, checker, wall, ttl=60, stale_if_error=600)
+    assert await filler.lookup("t", digest) == ALICE
+    wall.advance(120)  # past ttl, within stale_if_error
+    checker.down = True
+    fresh_replica = cache_over(shared, checker, wall, ttl=60, stale_if_error=600)
+    assert await fresh_replica.lookup("t", digest) == ALICE
+    wall.advance(600)
+    with pytest.raises(GitHubUnavailable):
+        await cache_over(shared, checker, wall, ttl=60, stale_if_error=600).lookup("t", digest)
+
+
+async def test_a_shared_entry_never_outlives_the_token(
+    tier: tuple[RedisTier, FakeClock], redis_server: RedisServer
+) -> None:
+    shared, wall = tier
+    expiring = Identity("alice", 7, (), wall.now + 30, CLIENT_ID)
+    checker = Checker(expiring)
+    await cache_over(shared, checker, wall, ttl=300).lookup("t", token_digest("t"))
+    client = redis_server.client()
+    try:
+        (key,) = [k async for k in client.scan_iter()]
+        assert 0 < await client.pttl(key) <= 30_000
+    finally:
+        await client.aclose()
+    wall.advance(31)
+    checker.answer = None
+    assert await cache_over(shared, checker, wall, ttl=300).lookup("t", token_digest("t")) is None
+    assert checker.calls == 2
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"not json", b"[]", b'{"fresh_until": 1e12, "keep_until": 1e12, "login": 5}']
+)
+async def test_an_entry_the_gateway_did_not_write_is_ignored(
+    tier: tuple[RedisTier, FakeClock], redis_server: RedisServer, garbage: bytes
+) -> None:
+    shared, wall = tier
+    checker = Checker(ALICE)
+    await cache_over(shared, checker, wall).lookup("t", token_digest("t"))
+    client = redis_server.client()
+    try:
+        (key,) = [k async for k in client.scan_iter()]
+        await client.set(key, garbage)
+    finally:
+        await client.aclose()
+    assert await cache_over(shared, checker, wall).lookup("t", token_digest("t")) == ALICE
+    assert checker.calls == 2
+
+
+# --- `gateway serve` with workers: the processes share what they learn ---------------------------
+
+
+@pytest.fixture
+async def two_workers(
+    tmp_path: Path, world: World, redis_server: RedisServer
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    cfg = base_config(world, server={"host": "127.0.0.1", "port": port, "workers": 2})
+    cfg["cache"]["redis_url"] = redis_server.url
+    cfg["admin"] = None
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "-c", str(path)],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await until_listening(url, lambda: proc.poll() is None, log.read_text)
+        await eventually(lambda: len(children(proc.pid)) == 2, "two workers")
+        yield url, proc
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 20)
+
+
+async def test_workers_share_one_check_and_one_logout(
+    two_workers: tuple[str, subprocess.Popen[bytes]], world: World
+) -> None:
+    url, _ = two_workers
+    token = world.github.add_token("alice", 7)
+    # a new connection per request, so both workers take some
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+
+        async def statuses() -> list[int]:
+            return [await status_of(session, url + "/svc", token) for _ in range(20)]
+
+        assert await statuses() == [200] * 20
+        assert world.github.check_calls(token) == 1
+        async with session.post(url + "/_gateway/logout", headers=bearer(token)) as resp:
+            assert resp.status == 200
+        # the other worker hears of it over pub/sub, a moment later
+        deadline = asyncio.get_running_loop().time() + 10
+        while (seen := await statuses()) != [401] * 20:
+            assert asyncio.get_running_loop().time() < deadline, f"still let through: {seen}"
+    assert world.github.check_calls(token) == 1
