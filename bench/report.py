@@ -30,6 +30,7 @@ class Row:
     load: LoadResult | None = None
     skipped: str = ""  # why there is no measurement
     cpu_s: dict[str, float] = field(default_factory=dict)  # server / upstream / load generator
+    rounds_rps: list[float] = field(default_factory=list)  # every round; `load` is the median one
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The benchmark of issue 5, in one run on loopback: `make bench` (full), `make bench-smoke` (CI).
 
-    python -m bench.run [--smoke] [--duration S] [--concurrency N] [--no-nginx] [--no-wrk] [--output PATH]
+    python -m bench.run [--smoke] [--duration S] [--rounds R] [--concurrency N] [--no-nginx]
+                        [--no-wrk] [--output PATH]
 
 Starts a fake GitHub answering after 50 ms, an upstream (nginx with a static answer, else aiohttp),
 the peers and the gateway, loads each target with one generator at one concurrency (wrk, else the
@@ -8,7 +9,8 @@ built-in aiohttp one), then measures the thundering herd, a miss-heavy load, byt
 identity, a large upload and `workers: 2` against `workers: 1`. Prints one table and the rest, judges
 the targets (PASS/FAIL; a full run exits 1 on a FAIL, a smoke run only on a crash) and writes JSON.
 
-Environment: BENCH_DURATION (seconds per target, default 5), BENCH_FALLBACK=1 (= --no-nginx --no-wrk).
+Environment: BENCH_DURATION (seconds per target and round, default 5), BENCH_FALLBACK=1 (= --no-nginx
+--no-wrk).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Settings:
     smoke: bool
     duration: float
     warmup: float
+    rounds: int
     concurrency: int
     herd: int
     misses: int
@@ -77,8 +80,11 @@ def settings(argv: Sequence[str] | None) -> Settings:
     """Settings from the command line and the environment."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="seconds, small sizes, targets not enforced")
-    parser.add_argument("--duration", type=float, help="seconds per target (default $BENCH_DURATION or 5)")
+    parser.add_argument(
+        "--duration", type=float, help="seconds per target and round (default $BENCH_DURATION or 5)"
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="connections for every target")
+    parser.add_argument("--rounds", type=int, help="times the table's targets are loaded in turn (default 3)")
     fallback = os.environ.get("BENCH_FALLBACK", "") not in ("", "0")
     parser.add_argument("--no-nginx", action="store_true", default=fallback, help="aiohttp upstream")
     parser.add_argument("--no-wrk", action="store_true", default=fallback, help="built-in load generator")
@@ -91,6 +97,7 @@ def settings(argv: Sequence[str] | None) -> Settings:
         smoke=smoke,
         duration=duration,
         warmup=0.0 if smoke else 1.0,
+        rounds=args.rounds or (1 if smoke else 3),
         concurrency=args.concurrency,
         herd=50 if smoke else 200,
         misses=500 if smoke else 10_000,
@@ -155,9 +162,12 @@ class Lab:
         self.started[port] = proc
         return proc
 
-    def measured(self, port: str, server: Sequence[str]) -> tuple[LoadResult, dict[str, float]]:
-        """Warm-up, then the measured load, with the CPU seconds each side used meanwhile."""
-        if self.settings.warmup:
+    def measured(
+        self, port: str, server: Sequence[str], *, warm: bool = True
+    ) -> tuple[LoadResult, dict[str, float]]:
+        """Warm-up (unless `warm` is False), then the measured load, with the CPU seconds each side
+        used meanwhile."""
+        if warm and self.settings.warmup:
             self.load(port, self.settings.warmup)
         roots = {"server": [self.started[n].pid for n in server], "upstream": [self.started["upstream"].pid]}
         before = {role: cpu_ticks(pids) for role, pids in roots.items()}
@@ -184,7 +194,12 @@ def start_servers(lab: Lab) -> None:
 
 
 def measure_table(lab: Lab, forward_auth: str | None) -> list[Row]:
-    """(a) to (f): the same load on each target; `forward_auth` says why (f) is skipped, if it is."""
+    """(a) to (f): the same load on each target; `forward_auth` says why (f) is skipped, if it is.
+
+    The targets are loaded in turn, `rounds` times over, and each reports its median round: a machine
+    whose speed drifts during the run (a shared one does) moves every target alike, not just the one
+    measured while it was slow.
+    """
     no_nginx = "nginx is not installed (or --no-nginx)" if not lab.settings.nginx else ""
     upstream = "nginx static" if lab.settings.nginx else "aiohttp static"
     spec = [
@@ -195,22 +210,29 @@ def measure_table(lab: Lab, forward_auth: str | None) -> list[Row]:
         ("e", "gateway, reverse proxy, cache hits", "gateway", ["gateway"], ""),
         ("f", "nginx auth_request -> gateway forward-auth", "forward_auth", ["nginx", "gateway"], no_nginx),
     ]
-    rows = []
+    rows, measurable = [], []
     for key, name, port, server, skipped in spec:
         if key == "f" and forward_auth:
             skipped = skipped or forward_auth
         row = Row(key, name, lab.url(port) + "/", skipped=skipped)
         rows.append(row)
+        if not row.skipped:
+            status, body = _run(measure.fetch(row.url, lab.token), 30)
+            if status != 200:
+                row.skipped = f"a valid token got {status}: {body[:120]!r}"
         if row.skipped:
             progress(f"({key}) {name}: skipped, {row.skipped}")
-            continue
-        status, body = _run(measure.fetch(row.url, lab.token), 30)
-        if status != 200:
-            row.skipped = f"a valid token got {status}: {body[:120]!r}"
-            progress(f"({key}) {name}: skipped, {row.skipped}")
-            continue
-        progress(f"({key}) {name}")
-        row.load, row.cpu_s = lab.measured(port, server)
+        else:
+            measurable.append((row, port, server))
+    runs: dict[str, list[tuple[LoadResult, dict[str, float]]]] = {row.key: [] for row, _, _ in measurable}
+    for turn in range(lab.settings.rounds):
+        for row, port, server in measurable:
+            progress(f"({row.key}) {row.name}, round {turn + 1} of {lab.settings.rounds}")
+            runs[row.key].append(lab.measured(port, server, warm=turn == 0))
+    for row, _, _ in measurable:
+        ranked = sorted(runs[row.key], key=lambda run: run[0].rps)
+        row.load, row.cpu_s = ranked[len(ranked) // 2]
+        row.rounds_rps = [load.rps for load, _ in runs[row.key]]
     return rows
 
 
@@ -296,7 +318,8 @@ def meta(s: Settings, forward_auth: str) -> dict[str, object]:
     upstream = f"nginx static ({_version([s.nginx, '-v'])})" if s.nginx else "aiohttp static"
     summary = (
         f"gateway benchmark{' (smoke)' if s.smoke else ''}: {cpus} CPUs, 127.0.0.1 · load: {generator},"
-        f" {s.duration:g} s per target after {s.warmup:g} s warm-up · upstream: {upstream} · aiohttp"
+        f" {s.duration:g} s per target and round, {s.rounds} round{'s' if s.rounds > 1 else ''} in turn"
+        f" (median shown), after {s.warmup:g} s warm-up · upstream: {upstream} · aiohttp"
         f" {aiohttp.__version__} on {loop}, one process each · fake GitHub: {GITHUB_LATENCY * 1000:.0f} ms"
         f" per check"
     )
