@@ -967,15 +967,15 @@ def test_the_example_configs_show_what_they_are_for() -> None:
 def test_the_kubernetes_example_carries_a_gateway_yaml_that_loads_and_probes_the_admin_port() -> None:
     docs = list(yaml.safe_load_all((ROOT / "config/kubernetes.yaml").read_text(encoding="utf-8")))
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
-    config = parse(
-        config_map["data"]["gateway.yaml"], source="kubernetes.yaml", env={"GITHUB_CLIENT_SECRET": SECRET}
-    )
+    env = {"GITHUB_CLIENT_SECRET": SECRET, "REDIS_URL": "rediss://:pw@redis:6380/0"}
+    config = parse(config_map["data"]["gateway.yaml"], source="kubernetes.yaml", env=env)
     [deployment] = [d for d in docs if d["kind"] == "Deployment"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert config.admin is not None
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert "GITHUB_CLIENT_SECRET" in {e["name"] for e in container["env"]}
+    assert {"GITHUB_CLIENT_SECRET", "REDIS_URL"} <= {e["name"] for e in container["env"]}
+    assert config.cache.redis_url == env["REDIS_URL"]
 
 
 @pytest.mark.parametrize("name", ["forward-auth-traefik.yaml", "Caddyfile.forward-auth"])
