@@ -36,7 +36,8 @@ from .metrics import CACHE_LOOKUPS
 
 log = logging.getLogger("gateway.redis")
 
-TIMEOUT = 0.5  # seconds for a connection or a command
+TIMEOUT = 0.5  # seconds for a connection or a command (or to wait for a free connection)
+MAX_CONNECTIONS = 64  # per process, the subscription's included
 MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
 HEALTH_CHECK = 5  # seconds of silence on the subscription before it is pinged
 _FAILED = object()  # what a command that failed returns
@@ -103,14 +104,18 @@ class RedisTier:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        # no retries inside redis-py: a failure is a miss here, and the backoff below takes over
-        self._redis = redis.Redis.from_url(
+        # no retries inside redis-py: a failure is a miss here, and the backoff below takes over.
+        # A bounded pool: a flood of new tokens waits for a connection instead of opening thousands.
+        pool = redis.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=TIMEOUT,
             socket_timeout=TIMEOUT,
             socket_connect_timeout=TIMEOUT,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=HEALTH_CHECK,
         )
+        self._redis = redis.Redis(connection_pool=pool)
         self._prefix = namespace(github)
         self.channel = self._prefix + ":revoked"
         self._clock = clock
@@ -210,7 +215,7 @@ class RedisTier:
             backoff = min(MAX_BACKOFF, backoff * 2)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
 
 
 def _digest(data: object) -> bytes | None:

@@ -22,7 +22,7 @@ from gateway.cache import IdentityCache
 from gateway.config import CacheConfig, Config
 from gateway.errors import GitHubUnavailable
 from gateway.identity import Identity, token_digest
-from gateway.redis_tier import RedisTier
+from gateway.redis_tier import MAX_CONNECTIONS, RedisTier
 
 from .conftest import (
     CLIENT_ID,
@@ -235,6 +235,21 @@ async def test_redis_holds_identities_by_digest_and_never_a_token(
         assert any(k.endswith(token_digest(token).hex().encode()) for k in stored)
     alice = json.loads(next(v for k, v in stored.items() if k.endswith(token_digest(good).hex().encode())))
     assert (alice["login"], alice["id"], alice["scopes"]) == ("alice", 7, ["repo", "read:org"])
+
+
+async def test_a_flood_of_new_tokens_shares_a_bounded_number_of_redis_connections(
+    start_gateway: GatewayFactory, world: World, redis_server: RedisServer
+) -> None:
+    gateway = await start_gateway(cache={"redis_url": redis_server.url})
+    tokens = [world.github.add_token(f"user{i}", i) for i in range(1, 301)]
+    statuses = await asyncio.gather(*(status(gateway, token) for token in tokens))
+    assert statuses == [200] * len(tokens)
+    client = redis_server.client()
+    try:
+        info = await client.info("clients")
+    finally:
+        await client.aclose()
+    assert info["connected_clients"] <= MAX_CONNECTIONS + 1  # and this one
 
 
 async def test_gateways_with_other_apps_do_not_share_identities(
