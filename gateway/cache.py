@@ -140,7 +140,11 @@ class IdentityCache:
         self._entries.clear()
 
     async def _fill(self, token: str, digest: bytes) -> Identity | None:
+        # a flight starts only when nothing fresh is cached: a fresh entry without an identity found
+        # when an answer comes back is a logout made meanwhile, which the answer cannot overrule
         shared = await self._shared.get(digest) if self._shared is not None else None
+        if self._revoked_meanwhile(digest):
+            return None
         if shared is not None and shared.fresh_for > 0:
             self._keep(digest, *shared)
             return shared.identity
@@ -151,11 +155,17 @@ class IdentityCache:
             if stale is None:
                 raise
             return stale
+        if self._revoked_meanwhile(digest):
+            return None
         identity, fresh_for, keep_for = self._windows(answer)
         self._keep(digest, identity, fresh_for, keep_for)
         if self._shared is not None:
             await self._shared.put(digest, identity, fresh_for, keep_for)
         return identity
+
+    def _revoked_meanwhile(self, digest: bytes) -> bool:
+        entry = self._fresh(digest)
+        return entry is not None and len(entry) == 2
 
     def _stale(self, digest: bytes, shared: SharedEntry | None) -> Identity | None:
         """An identity past fresh but within `stale_if_error`, here or in the shared tier."""

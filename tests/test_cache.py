@@ -166,6 +166,20 @@ async def test_a_revoked_token_is_refused_without_a_call() -> None:
     assert checker.calls == 1
 
 
+async def test_a_logout_while_github_is_being_asked_is_not_overruled_by_its_answer() -> None:
+    checker, clock = FakeChecker(), Clock()
+    checker.known["t"] = ident()
+    checker.gate = asyncio.Event()
+    cache = make(checker, clock, negative_ttl=30)
+    in_flight = asyncio.create_task(lookup(cache, "t"))
+    await checker.entered.wait()
+    assert await cache.revoke(token_digest("t"))  # GitHub's answer, on its way, predates this
+    checker.gate.set()
+    assert await in_flight is None
+    assert await lookup(cache, "t") is None
+    assert checker.calls == 1
+
+
 async def test_a_full_cache_drops_its_oldest_entries_first() -> None:
     checker, clock = FakeChecker(), Clock()
     cache = make(checker, clock, max_entries=3)
