@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -203,7 +204,57 @@ async def open_gateway(
 
 
 class _Connection(RequestHandler):
-    """aiohttp's connection handler, answering what it refuses itself with DESIGN §4's JSON."""
+    """aiohttp's connection handler, answering what it refuses itself with DESIGN §4's JSON, and
+    closing a connection whose request headers take longer than `header_timeout` seconds.
+
+    The header deadline runs from the connection's opening, then from the first byte that arrives
+    while it is idle between requests, to the end of that request's headers; a body, a response and
+    an idle keep-alive connection (aiohttp's keepalive_timeout) are never under it. The connection is
+    closed without an answer, as nginx does: a client that opened a socket ahead of time must not read
+    a 408 as the answer to a request it has yet to send.
+    """
+
+    __slots__ = ("_header_deadline", "_header_timeout")
+
+    def __init__(self, manager: web.Server, *, header_timeout: float | None, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # SECURITY: aiohttp has no deadline for request headers: a client sending nothing, or its
+        # headers a byte at a time (slowloris), would hold the connection for as long as it liked
+        self._start_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        awaiting = self._awaiting_request()  # then these bytes begin a request
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed:  # a request's headers are complete
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+        elif awaiting and self._header_deadline is None:
+            self._start_header_deadline()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+        super().connection_lost(exc)
+
+    def _awaiting_request(self) -> bool:
+        # aiohttp's own test for an idle connection: its request loop waits for a message
+        return self._waiter is not None and not self._waiter.done()
+
+    def _start_header_deadline(self) -> None:
+        if self._header_timeout is not None:
+            self._header_deadline = self._loop.call_later(self._header_timeout, self._header_time_up)
+
+    def _header_time_up(self) -> None:
+        self._header_deadline = None
+        if self._awaiting_request():
+            self.force_close()
 
     def handle_error(
         self,
@@ -231,6 +282,9 @@ class _Server(web.Server):
         return _Connection(self, loop=self._loop, **self._kwargs)
 
 
-def make_server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]) -> web.Server:
-    """aiohttp's low-level server with every request going to `handler` (no router to bypass)."""
-    return _Server(handler, **HANDLER_ARGS)
+def make_server(
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *, header_timeout: float | None
+) -> web.Server:
+    """aiohttp's low-level server with every request going to `handler` (no router to bypass), and
+    `header_timeout` (`server.header_timeout`) as each request head's deadline."""
+    return _Server(handler, header_timeout=header_timeout, **HANDLER_ARGS)
