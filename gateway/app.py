@@ -86,6 +86,10 @@ class Gateway:
         return response
 
     async def _dispatch(self, request: web.BaseRequest, record: AccessRecord) -> web.StreamResponse:
+        if request.version < aiohttp.HttpVersion11 and "Transfer-Encoding" in request.headers:
+            # SECURITY: RFC 9112 §6.1: HTTP/1.0 has no Transfer-Encoding, so its framing is faulty:
+            # hops may read the body, and the request hidden after it, differently
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request: its framing is faulty", close=True)
         raw_path, _, query = request.raw_path.partition("?")
         path = normalise_path(raw_path)
         record.path = path
@@ -269,12 +273,10 @@ class _Connection(RequestHandler):
         refusal: Refusal
         if status == 500:
             log.error("unhandled %s serving a request", type(exc).__name__, exc_info=exc)
-            refusal = InternalError("the gateway failed to handle this request")
+            refusal = InternalError("the gateway failed to handle this request", close=True)
         else:
-            refusal = BadRequest("the request is malformed or too large")
-        response = refusal_response(refusal)
-        response.force_close()
-        return response
+            refusal = BadRequest("the request is malformed or too large", close=True)
+        return refusal_response(refusal)
 
 
 class _Server(web.Server):
