@@ -22,7 +22,7 @@ from .control import Control
 from .errors import BadRequest, InternalError, NoRoute, Refusal
 from .github import GitHubClient
 from .identity import token_id
-from .policy import CompiledRoute, RouteTable, normalise_path
+from .policy import CompiledRoute, RouteTable, split_target
 from .proxy import Forwarder, HeaderRules, request_id, upstream_session
 from .ratelimit import FailedAuthLimiter
 from .responses import refusal_response
@@ -90,8 +90,7 @@ class Gateway:
             # SECURITY: RFC 9112 §6.1: HTTP/1.0 has no Transfer-Encoding, so its framing is faulty:
             # hops may read the body, and the request hidden after it, differently
             raise BadRequest("Transfer-Encoding in an HTTP/1.0 request: its framing is faulty", close=True)
-        raw_path, _, query = request.raw_path.partition("?")
-        path = normalise_path(raw_path)
+        path, query = split_target(request.raw_path)
         record.path = path
         lowered = path.lower()
         if lowered == self._control_prefix or lowered.startswith(self._control_prefix + "/"):
@@ -121,7 +120,7 @@ class Gateway:
         if not uri:
             raise BadRequest("forward-auth needs the original request in X-Original-URI or X-Forwarded-Uri")
         method = (headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET").upper()
-        path = normalise_path(uri.partition("?")[0])
+        path, _ = split_target(uri)
         record.path = path
         route = self._route(path, record)
         caller = await self._admit(request, method, route, record)
