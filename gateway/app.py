@@ -23,7 +23,7 @@ from .control import Control
 from .errors import BadRequest, InternalError, NoRoute, Refusal
 from .github import GitHubClient
 from .identity import token_id
-from .policy import CompiledRoute, RouteTable, normalise_path
+from .policy import CompiledRoute, RouteTable, split_target
 from .proxy import Forwarder, HeaderRules, request_id, upstream_session
 from .ratelimit import FailedAuthLimiter
 from .redis_tier import RedisTier
@@ -94,8 +94,11 @@ class Gateway:
         return response
 
     async def _dispatch(self, request: web.BaseRequest, record: AccessRecord) -> web.StreamResponse:
-        raw_path, _, query = request.raw_path.partition("?")
-        path = normalise_path(raw_path)
+        if request.version < aiohttp.HttpVersion11 and "Transfer-Encoding" in request.headers:
+            # SECURITY: RFC 9112 §6.1: HTTP/1.0 has no Transfer-Encoding, so its framing is faulty:
+            # hops may read the body, and the request hidden after it, differently
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request: its framing is faulty", close=True)
+        path, query = split_target(request.raw_path)
         record.path = path
         lowered = path.lower()
         if lowered == self._control_prefix or lowered.startswith(self._control_prefix + "/"):
@@ -125,7 +128,7 @@ class Gateway:
         if not uri:
             raise BadRequest("forward-auth needs the original request in X-Original-URI or X-Forwarded-Uri")
         method = (headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET").upper()
-        path = normalise_path(uri.partition("?")[0])
+        path, _ = split_target(uri)
         record.path = path
         route = self._route(path, record)
         caller = await self._admit(request, method, route, record)
@@ -227,7 +230,57 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 class _Connection(RequestHandler):
-    """aiohttp's connection handler, answering what it refuses itself with DESIGN §4's JSON."""
+    """aiohttp's connection handler, answering what it refuses itself with DESIGN §4's JSON, and
+    closing a connection whose request headers take longer than `header_timeout` seconds.
+
+    The header deadline runs from the connection's opening, then from the first byte that arrives
+    while it is idle between requests, to the end of that request's headers; a body, a response and
+    an idle keep-alive connection (aiohttp's keepalive_timeout) are never under it. The connection is
+    closed without an answer, as nginx does: a client that opened a socket ahead of time must not read
+    a 408 as the answer to a request it has yet to send.
+    """
+
+    __slots__ = ("_header_deadline", "_header_timeout")
+
+    def __init__(self, manager: web.Server, *, header_timeout: float | None, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # SECURITY: aiohttp has no deadline for request headers: a client sending nothing, or its
+        # headers a byte at a time (slowloris), would hold the connection for as long as it liked
+        self._start_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        awaiting = self._awaiting_request()  # then these bytes begin a request
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed:  # a request's headers are complete
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+        elif awaiting and self._header_deadline is None:
+            self._start_header_deadline()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+        super().connection_lost(exc)
+
+    def _awaiting_request(self) -> bool:
+        # aiohttp's own test for an idle connection: its request loop waits for a message
+        return self._waiter is not None and not self._waiter.done()
+
+    def _start_header_deadline(self) -> None:
+        if self._header_timeout is not None:
+            self._header_deadline = self._loop.call_later(self._header_timeout, self._header_time_up)
+
+    def _header_time_up(self) -> None:
+        self._header_deadline = None
+        if self._awaiting_request():
+            self.force_close()
 
     def handle_error(
         self,
@@ -242,12 +295,10 @@ class _Connection(RequestHandler):
         refusal: Refusal
         if status == 500:
             log.error("unhandled %s serving a request", type(exc).__name__, exc_info=exc)
-            refusal = InternalError("the gateway failed to handle this request")
+            refusal = InternalError("the gateway failed to handle this request", close=True)
         else:
-            refusal = BadRequest("the request is malformed or too large")
-        response = refusal_response(refusal)
-        response.force_close()
-        return response
+            refusal = BadRequest("the request is malformed or too large", close=True)
+        return refusal_response(refusal)
 
 
 class _Server(web.Server):
@@ -255,6 +306,9 @@ class _Server(web.Server):
         return _Connection(self, loop=self._loop, **self._kwargs)
 
 
-def make_server(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]) -> web.Server:
-    """aiohttp's low-level server with every request going to `handler` (no router to bypass)."""
-    return _Server(handler, **HANDLER_ARGS)
+def make_server(
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *, header_timeout: float | None
+) -> web.Server:
+    """aiohttp's low-level server with every request going to `handler` (no router to bypass), and
+    `header_timeout` (`server.header_timeout`) as each request head's deadline."""
+    return _Server(handler, header_timeout=header_timeout, **HANDLER_ARGS)

@@ -93,6 +93,15 @@ Duration = Annotated[
     ),
 ]
 
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError(f"expected a duration greater than zero, got {seconds!r}")
+    return seconds
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Headers the gateway sets, strips or relies on for itself: an identity header must not be one of them
 _RESERVED_HEADERS = frozenset(
@@ -235,6 +244,7 @@ class ServerConfig(_Model):
         Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)], ...
     ] = ()
     shutdown_timeout: Duration = 30.0
+    header_timeout: PositiveDuration | None = 10.0
     max_body_size: Int | None = Field(None, ge=0)
     control_prefix: PathPrefix = "/_gateway"
 
@@ -265,16 +275,9 @@ class GitHubConfig(_Model):
     api_url: HttpUrl = "https://api.github.com"
     apps: tuple[GitHubApp, ...] = Field(min_length=1)
     check_method: Literal["token", "legacy"] = "token"
-    timeout: Duration = 5.0
+    timeout: PositiveDuration = 5.0
     retries: Int = Field(1, ge=0, le=10)
     max_concurrent_checks: Int = Field(32, ge=1)
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError(f"expected a duration greater than zero, got {v!r}")
-        return v
 
     @field_validator("apps")
     @classmethod

@@ -71,14 +71,18 @@ class AppCredentialsRejected(GitHubError):
 
 
 class Refusal(GatewayError):
-    """A request the gateway answers itself, with the status and body of DESIGN §4."""
+    """A request the gateway answers itself, with the status and body of DESIGN §4; with `close`, the
+    connection is closed after the answer (nothing after the request on it can be trusted)."""
 
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, headers: Mapping[str, str] | None = None, close: bool = False
+    ) -> None:
         self.message = message
         self.headers = dict(headers or {})
+        self.close = close
         super().__init__(message)
 
 

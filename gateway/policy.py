@@ -104,6 +104,17 @@ def normalise_path(raw_path: str) -> str:
     return "/" + "/".join(out) + ("/" if trailing and out else "")
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """The normalised path (see `normalise_path`) and the query, as sent, of a request target; a
+    ``#`` in either raises BadRequest."""
+    raw_path, _, query = target.partition("?")
+    # SECURITY: as in the path: a request target has no fragment (RFC 9112 §3.2), and an upstream
+    # would end the query at the `#`, acting on another query than the one sent
+    if "#" in query:
+        raise BadRequest("the query holds a '#': a request target has no fragment (send it as %23)")
+    return normalise_path(raw_path), query
+
+
 # ---------------------------------------------------------------------------------------------------
 # Routes
 

@@ -57,6 +57,11 @@ _GATEWAY_SET = frozenset(
 # SECURITY: headers some frameworks route by instead of the request line (Symfony, Zend, IIS rewrite:
 # CVE-2018-14773); the upstream must act on the path that was authorized, nothing else
 _PATH_OVERRIDES = frozenset({"x-original-url", "x-rewrite-url"})
+# SECURITY: forward-auth's inputs (DESIGN §5) say which request a front proxy had authorized; passed on
+# to an upstream that trusts them, they would name another path or method than the one judged here
+_FORWARD_AUTH_INPUTS = frozenset(
+    {"x-original-uri", "x-forwarded-uri", "x-original-method", "x-forwarded-method"}
+)
 # SECURITY: message framing is the gateway's own; a `Content_Length` is no framing header to aiohttp but
 # reads as one to an upstream that folds `_` into `-`, so that spelling is never passed on
 _FRAMING = frozenset({"content-length"})
@@ -126,7 +131,12 @@ class HeaderRules:
         # SECURITY: every spelling of an identity header a caller sends is dropped, configured or default
         configured = {_fold(n) for n in names.model_dump().values() if n}
         self._drop_request = (
-            HOP_BY_HOP | _GATEWAY_SET | _PATH_OVERRIDES | configured | set(_DEFAULT_IDENTITY_NAMES)
+            HOP_BY_HOP
+            | _GATEWAY_SET
+            | _PATH_OVERRIDES
+            | _FORWARD_AUTH_INPUTS
+            | configured
+            | set(_DEFAULT_IDENTITY_NAMES)
         )
         if not config.pass_authorization:
             self._drop_request = self._drop_request | {"authorization"}

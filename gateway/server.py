@@ -63,7 +63,7 @@ def _listen(config: Config) -> socket.socket:
     return sock
 
 
-_LISTENER = ("host", "port", "workers", "tls")  # what a reload cannot change
+_LISTENER = ("host", "port", "workers", "tls", "header_timeout")  # what a reload cannot change
 
 
 class _Reloader:
@@ -72,7 +72,7 @@ class _Reloader:
     The whole config is one immutable object: a reload builds a new Gateway from it and swaps it in
     for new requests, while requests in flight finish on the one they started with (its sessions
     close after `shutdown_timeout`). A file with any problem is refused and logged; the running
-    config stays. The listener (host, port, workers, tls) only changes with a restart.
+    config stays. The listener (host, port, workers, tls, header_timeout) only changes with a restart.
     """
 
     def __init__(self, path: Path, config: Config) -> None:
@@ -105,11 +105,7 @@ class _Reloader:
             for problem in exc.problems:
                 log.error("reload refused, the running config stays: %s", problem)
             return
-        fixed = [
-            k
-            for k in ("host", "port", "workers", "tls")
-            if getattr(config.server, k) != getattr(self.config.server, k)
-        ]
+        fixed = [k for k in _LISTENER if getattr(config.server, k) != getattr(self.config.server, k)]
         if fixed:
             log.warning(
                 "reload: server.%s only change with a restart; kept as they were", ", server.".join(fixed)
@@ -146,7 +142,8 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
             # reuse_port: with workers, each one answers on the admin port (metrics are summed over all)
             shared = config.server.worker_count > 1
             await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_port=shared).start()
-        runner = web.ServerRunner(make_server(live.handle), shutdown_timeout=config.server.shutdown_timeout)
+        server = make_server(live.handle, header_timeout=config.server.header_timeout)
+        runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
         await runner.setup()
         # on the way out: stop accepting, then wait up to shutdown_timeout for requests in flight
         listeners.push_async_callback(runner.cleanup)

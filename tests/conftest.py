@@ -102,7 +102,8 @@ class GatewayTestServer(BaseTestServer):
         self._gateway = gateway
 
     async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
-        return web.ServerRunner(make_server(self._gateway.handle), **kwargs)
+        server = make_server(self._gateway.handle, header_timeout=self._gateway.config.server.header_timeout)
+        return web.ServerRunner(server, **kwargs)
 
 
 class Gateway:

@@ -254,6 +254,17 @@ def test_github_timeout_must_be_greater_than_zero() -> None:
     assert_says(only_problem(with_github(timeout="0s")), "github.timeout", "greater than zero")
 
 
+def test_server_header_timeout_is_10s_unless_set_and_null_turns_it_off() -> None:
+    assert load_tree(minimal()).server.header_timeout == 10.0
+    assert load_tree(with_server(header_timeout="300ms")).server.header_timeout == 0.3
+    assert load_tree(with_server(header_timeout=None)).server.header_timeout is None
+
+
+def test_server_header_timeout_must_be_greater_than_zero() -> None:
+    line = only_problem(with_server(header_timeout=0))
+    assert_says(line, "server.header_timeout", "greater than zero")
+
+
 # ---------------------------------------------------------------------------------------------------
 # ${VAR} and ${VAR:-default}
 

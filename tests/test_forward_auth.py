@@ -55,6 +55,11 @@ async def test_dot_segments_in_the_original_path_cannot_borrow_a_public_policy(
     assert resp.status == 400
 
 
+async def test_a_hash_in_the_original_uri_is_a_bad_request(gateway: Gateway) -> None:
+    for uri in ("/public#x", "/public?a=1#b"):
+        assert (await gateway.client.get("/_gateway/auth", headers=original(uri))).status == 400, uri
+
+
 async def test_without_the_original_uri_it_is_a_bad_request(gateway: Gateway) -> None:
     assert (await gateway.client.get("/_gateway/auth")).status == 400
 

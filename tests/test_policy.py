@@ -7,7 +7,7 @@ import pytest
 from gateway.config import Route
 from gateway.errors import BadRequest, Forbidden, InsufficientScope
 from gateway.identity import Identity
-from gateway.policy import CompiledRoute, RouteTable, granted_scopes, normalise_path
+from gateway.policy import CompiledRoute, RouteTable, granted_scopes, normalise_path, split_target
 
 
 def identity(login: str = "alice", user_id: int = 1, scopes: tuple[str, ...] = ()) -> Identity:
@@ -59,6 +59,28 @@ def test_paths_normalise_to_one_canonical_form(raw: str, normal: str) -> None:
 def test_ambiguous_paths_are_refused(raw: str) -> None:
     with pytest.raises(BadRequest):
         normalise_path(raw)
+
+
+@pytest.mark.parametrize(
+    ("target", "split"),
+    [
+        ("/a/./b?x=1", ("/a/b", "x=1")),
+        ("/a?next=/../b?c", ("/a", "next=/../b?c")),
+        ("/a?x=%23y", ("/a", "x=%23y")),
+        ("/a?", ("/a", "")),
+        ("/a", ("/a", "")),
+    ],
+)
+def test_a_target_splits_into_the_normalised_path_and_the_query_as_sent(
+    target: str, split: tuple[str, str]
+) -> None:
+    assert split_target(target) == split
+
+
+@pytest.mark.parametrize("target", ["/a?x=1#y", "/a?#", "/a#b?c", "/a#"])
+def test_a_hash_anywhere_in_a_target_is_refused(target: str) -> None:
+    with pytest.raises(BadRequest):
+        split_target(target)
 
 
 def test_longest_whole_segment_prefix_wins_case_insensitively() -> None:

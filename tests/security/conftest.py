@@ -270,18 +270,21 @@ async def exchange(port: int, data: bytes, *, responses: int | None = None, with
         if responses is None:
             answer = await asyncio.wait_for(reader.read(), within)
         else:
-            answer = b""
-            for _ in range(responses):
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
-                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-                body = await reader.readexactly(int(length.group(1))) if length else b""
-                answer += head + body
+            answer = b"".join([await read_response(reader, within) for _ in range(responses)])
         test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
         LEDGER.add(test, "raw answer", answer.decode("latin-1"))
         return answer
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def read_response(reader: asyncio.StreamReader, within: float = 5.0) -> bytes:
+    """One whole response (Content-Length framed) from a raw connection; `within` only bounds a hang."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
+    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    body = await asyncio.wait_for(reader.readexactly(int(length.group(1))), within) if length else b""
+    return head + body
 
 
 def raw(

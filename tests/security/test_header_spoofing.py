@@ -151,6 +151,32 @@ async def test_path_override_headers_never_reach_the_upstream(
     assert seen.values("X-Original-URL") == [] and seen.values("X-Rewrite-URL") == []
 
 
+@pytest.mark.parametrize("path", ["/public", "/svc"])
+async def test_forward_auth_inputs_in_every_spelling_never_reach_the_upstream(
+    gateway: Gateway, upstream: RecordingUpstream, world: World, path: str
+) -> None:
+    """The forward-auth inputs (X-Original-URI, X-Forwarded-Uri, X-Original-Method,
+    X-Forwarded-Method) name the request a front proxy had authorized: passed on, they would tell an
+    upstream that trusts them another path or method than the one the gateway judged."""
+    spoofs = (
+        "X-Original-URI: /admin",
+        "x_original_uri: /admin",
+        "X-Forwarded-Uri: /admin",
+        "X_FORWARDED_URI: /admin",
+        "X-Original-Method: DELETE",
+        "X_Original_Method: DELETE",
+        "x-forwarded-method: DELETE",
+        "X_Forwarded-Method: DELETE",
+    )
+    token = world.github.add_token("alice", 7, ["repo"])
+    answer = await exchange(gateway.port, raw("GET", path, *spoofs, f"Authorization: Bearer {token}"))
+    assert statuses(answer) == [200]
+    [seen] = upstream.received
+    assert (seen.method, seen.path) == ("GET", path)
+    names = ("X-Original-URI", "X-Forwarded-Uri", "X-Original-Method", "X-Forwarded-Method")
+    assert [name for name in names if seen.values(name)] == []
+
+
 @pytest.mark.parametrize(
     "spoof",
     [

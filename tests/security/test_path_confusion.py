@@ -106,13 +106,32 @@ async def test_nul_byte_in_the_path_is_400(
     await assert_refused_as_ambiguous(gateway, upstream, target)
 
 
-@pytest.mark.parametrize("target", ["/admin#x", "/admin/#/x", "/admin#/../public"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/admin#x",
+        "/admin/#/x",
+        "/admin#/../public",
+        "/public?a=1#b",
+        "/public?#",
+        "/public?next=/x#/../admin",
+    ],
+)
 async def test_fragment_in_the_request_target_is_400(
     gateway: Gateway, upstream: RecordingUpstream, target: str
 ) -> None:
     """CVE-2021-39156 (Istio, GHSA-hqxw-mm44-gc4r): a `#` in the path bypassed path-based policy, and
-    the upstream URL is cut at the `#`."""
+    an upstream cuts the URL at the `#`: path or query, it would act on less than was sent."""
     await assert_refused_as_ambiguous(gateway, upstream, target)
+
+
+async def test_an_encoded_hash_in_the_query_reaches_the_upstream_as_sent(
+    gateway: Gateway, upstream: RecordingUpstream
+) -> None:
+    """`%23` is how a query carries a `#`: forwarded byte for byte, never decoded into a fragment."""
+    status, _ = await get(gateway, "/public?a=%23b&c=%2523")
+    assert status == 200
+    assert upstream.paths == ["/public?a=%23b&c=%2523"]
 
 
 @pytest.mark.parametrize("target", ["//admin/x", "/public//..//admin/x", "///admin"])
