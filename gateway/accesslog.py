@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
+import orjson
+
 
 @dataclass(slots=True)
 class AccessRecord:
@@ -59,7 +61,10 @@ class AccessLog:
             "upstream_status": record.upstream_status,
             "bytes": record.bytes,
         }
-        self._pending.append(_encode(line))
+        try:
+            self._pending.append(orjson.dumps(line).decode())
+        except orjson.JSONEncodeError:  # a lone surrogate (bytes that were not UTF-8): escaped instead
+            self._pending.append(_encode(line))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._interval, self.flush)
 

@@ -45,3 +45,17 @@ async def test_flush_writes_what_is_queued_at_once() -> None:
     log.write(AccessRecord(request_id="r"))
     log.flush()
     assert json.loads(stream.getvalue())["request_id"] == "r"
+
+
+async def test_any_text_a_request_carries_makes_a_valid_json_line() -> None:
+    stream = Stream()
+    log = AccessLog(stream)
+    # a UTF-8 path, and bytes that were not UTF-8 (decoded with surrogateescape) from a proxy's header
+    log.write(AccessRecord(request_id="r1", client="10.0.0.1", method="GET", path="/café", status=200))
+    log.write(
+        AccessRecord(request_id="r2", client="10.0.0.1\udcff", method="GET", path="/x\udcfe", status=400)
+    )
+    log.flush()
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["path"] == "/café"
+    assert (second["client"], second["path"]) == ("10.0.0.1\udcff", "/x\udcfe")
