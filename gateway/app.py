@@ -214,6 +214,7 @@ async def open_gateway(
             stack.push_async_callback(shared.close)
         log = access_log or AccessLog()
         stack.callback(log.flush)
+        stack.callback(metrics.TALLY.flush)
         gateway = Gateway(
             config, upstream=upstream, pool=pool, github=github, access_log=log, shared=shared, clock=clock
         )

@@ -24,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from .config import CacheConfig
 from .errors import GitHubError
 from .identity import Identity
-from .metrics import CACHE_LOOKUPS
+from .metrics import CACHE_LOOKUPS, TALLY
 from .redis_tier import RedisTier, SharedEntry
 
 K = TypeVar("K")
@@ -107,7 +107,7 @@ class IdentityCache:
         entry = self._fresh(digest)
         if entry is None or len(entry) == 2:
             return None
-        _HIT.inc()
+        TALLY.count(_HIT)
         return _identity(entry)
 
     async def lookup(self, token: str, digest: bytes) -> Identity | None:

@@ -3,10 +3,17 @@
 With `workers: N` every worker writes its samples to `$PROMETHEUS_MULTIPROC_DIR` (prometheus-client's
 multiprocess mode, set up by `gateway serve` before this module is imported), so whichever worker
 answers a scrape reports the sum over all of them.
+
+What every request counts (its route and code, its duration, the decision, a cache hit) is tallied in
+plain numbers and added to the metrics together (`TALLY`): a prometheus-client sample takes a lock
+per increment (with workers, an mmap write too), which cost ~27k instructions per proxied request,
+5% of everything the gateway did for it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import os
 import time
 from typing import Any
@@ -58,6 +65,61 @@ GITHUB_LAST_SUCCESS = Gauge(
 )
 
 
+FLUSH_INTERVAL = 1.0  # seconds a tallied sample may wait before it reaches the metrics
+
+
+class Tally:
+    """Counter and histogram samples kept as plain numbers, added to their metrics at most
+    `FLUSH_INTERVAL` later, before every exposition, and on `flush`."""
+
+    def __init__(self) -> None:
+        self._counts: dict[Any, int] = {}
+        # histogram child -> [sum of the values, then the number of values per bucket]
+        self._observed: dict[Any, list[float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def count(self, child: Any) -> None:
+        """One increment of a counter's child (`Counter.labels(...)`)."""
+        self._counts[child] = self._counts.get(child, 0) + 1
+        if self._timer is None:
+            self._schedule()
+
+    def observe(self, child: Any, value: float) -> None:
+        """One observation for a histogram's child (`Histogram.labels(...)`)."""
+        bounds = child._upper_bounds
+        tally = self._observed.get(child)
+        if tally is None:
+            tally = self._observed[child] = [0.0] * (len(bounds) + 1)
+        tally[0] += value
+        tally[1 + bisect.bisect_left(bounds, value)] += 1  # the first bucket whose bound >= value
+        if self._timer is None:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+        except RuntimeError:  # no event loop (a command, a test): nothing to batch with
+            self.flush()
+
+    def flush(self) -> None:
+        """Add everything tallied to the metrics now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        counts, self._counts = self._counts, {}
+        for child, count in counts.items():
+            child.inc(count)
+        observed, self._observed = self._observed, {}
+        for child, (total, *buckets) in observed.items():
+            # what Histogram.observe does for one value, for many (prometheus-client's own fields)
+            child._sum.inc(total)
+            for bucket, values in zip(child._buckets, buckets, strict=True):
+                if values:
+                    bucket.inc(values)
+
+
+TALLY = Tally()
+
 # refusals that are authentication or policy decisions, by their DESIGN §4 error code
 _DECIDED = frozenset(
     {
@@ -83,11 +145,11 @@ def observe_request(
     bound = _by_route.get(key)
     if bound is None:
         bound = _by_route[key] = (REQUESTS.labels(key[0], str(status)), REQUEST_SECONDS.labels(key[0]))
-    bound[0].inc()
-    bound[1].observe(seconds)
+    TALLY.count(bound[0])
+    TALLY.observe(bound[1], seconds)
     if refused is None:
         if route is not None:
-            (_ALLOWED if identified else _ANONYMOUS).inc()
+            TALLY.count(_ALLOWED if identified else _ANONYMOUS)
     elif refused in _DECIDED:
         AUTH_DECISIONS.labels(refused).inc()
     elif refused in _UPSTREAM_FAILURES:
@@ -103,7 +165,9 @@ def github_observer(endpoint: str, status: int | None, seconds: float) -> None:
 
 
 def exposition() -> tuple[bytes, str]:
-    """The metrics in Prometheus text format: this process's, or every worker's in multiprocess mode."""
+    """The metrics in Prometheus text format: this process's, or every worker's in multiprocess mode
+    (another worker's tallied samples reach it within `FLUSH_INTERVAL`)."""
+    TALLY.flush()
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

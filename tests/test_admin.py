@@ -7,9 +7,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.admin import Readiness, admin_app
+from gateway.metrics import exposition
 
 from .conftest import GatewayFactory, World, bearer
 
@@ -33,7 +34,10 @@ async def test_readiness_follows_github_and_draining(aiohttp_client: Client) -> 
 
 
 def value(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    """A sample as a scrape would read it (what the requests tallied included)."""
+    exposed = text_string_to_metric_families(exposition()[0].decode())
+    found = [s.value for f in exposed for s in f.samples if s.name == name and s.labels == labels]
+    return float(found[0]) if found else 0.0
 
 
 async def test_requests_decisions_cache_and_github_calls_are_counted(
