@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test servers format clean bench bench-smoke bench-tools
+.PHONY: run test servers format clean bench bench-smoke bench-tools bench-instructions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ bench: $(STAMP) bench-tools
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.run --smoke
+
+# User-space instructions per request of the bare proxy and the gateway under valgrind's callgrind:
+# a ratio that does not drift with the machine's load (bench/instructions.py; about two minutes)
+bench-instructions: $(STAMP)
+	@command -v valgrind >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null 2>&1; } || true
+	$(BIN)/python -m bench.instructions
 
 # nginx-light and wrk, when they are missing and apt-get can be used (root); else the fallbacks stand in
 bench-tools:
