@@ -62,12 +62,16 @@ class Gateway:
         self.forwarder = Forwarder(pool, upstream, self.rules, max_body_size=config.server.max_body_size)
         self.control = Control(self.auth, self.github, self.cache, self.scoped)
         self.access_log = access_log
+        self._background: set[asyncio.Task[None]] = set()
         self._control_prefix = config.server.control_prefix.lower()
 
-    async def revoked_elsewhere(self, digest: bytes) -> None:
-        """A logout on another replica (the shared tier's channel): forget the token here too."""
+    def revoked_elsewhere(self, digest: bytes) -> None:
+        """A logout on another replica (the shared tier's channel): forget the token here at once, and
+        revoke the scoped tokens minted from it here in the background (GitHub may be slow)."""
         self.cache.evict(digest)
-        await self.scoped.revoke_minted_from(digest)
+        task = asyncio.create_task(self.scoped.revoke_minted_from(digest))
+        self._background.add(task)  # a reference, until done
+        task.add_done_callback(self._background.discard)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one request; every refusal becomes its DESIGN §4 response; one access-log line."""

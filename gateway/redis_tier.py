@@ -186,9 +186,7 @@ class RedisTier:
             self._backoff = 0.0
         return result
 
-    async def listen(
-        self, revoked: Callable[[bytes], Awaitable[None]], resubscribed: Callable[[], None]
-    ) -> None:
+    async def listen(self, revoked: Callable[[bytes], None], resubscribed: Callable[[], None]) -> None:
         """Follow the revocation channel until cancelled: `revoked(digest)` for each revocation,
         `resubscribed()` each time the subscription (re)starts, as revocations may have been missed."""
         backoff = MIN_BACKOFF
@@ -206,7 +204,7 @@ class RedisTier:
                         elif message["type"] == "message":
                             digest = _digest(message["data"])
                             if digest is not None:
-                                await revoked(digest)
+                                revoked(digest)
             except (RedisError, OSError) as exc:
                 log.warning(
                     "redis: the revocation channel dropped, retrying in %.0fs: %s", backoff, _reason(exc)

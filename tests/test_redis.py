@@ -178,6 +178,27 @@ async def test_logout_on_one_replica_is_refused_at_once_on_the_other(
     assert await status(a, token) == 401
 
 
+async def test_logout_revokes_the_scoped_tokens_every_replica_minted(
+    start_gateway: GatewayFactory, world: World, redis_server: RedisServer
+) -> None:
+    world.github.add_account("octo-org", 100, ["api"])
+    spec = {"target": "octo-org", "repositories": ["api"], "permissions": {"contents": "read"}}
+    routes = [{"path": "/", "upstream": world.upstream_url, "upstream_token": spec}]
+    a = await start_gateway(cache={"redis_url": redis_server.url}, routes=routes)
+    b = await start_gateway(cache={"redis_url": redis_server.url}, routes=routes)
+    token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=8 * 3600)
+    async with b.client.get("/svc", headers=bearer(token)) as resp:
+        scoped = dict((await resp.json())["headers"])["Authorization"].removeprefix("Bearer ")
+    assert world.github.live(scoped, CLIENT_ID) is not None
+    async with a.client.post("/_gateway/logout", headers=bearer(token)) as resp:
+        assert resp.status == 200
+    # B hears of it over Redis, then revokes at GitHub the scoped token it minted
+    async with asyncio.timeout(10):
+        while world.github.live(scoped, CLIENT_ID) is not None:
+            await world.github.wait_for_calls(len(world.github.calls) + 1)
+    assert world.github.live(scoped, CLIENT_ID) is None
+
+
 async def test_a_replica_that_lost_redis_forgets_what_it_may_have_missed(
     replicas: tuple[Gateway, Gateway],
     world: World,
