@@ -23,7 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .config import CacheConfig
 from .errors import GitHubError
-from .identity import Identity
+from .identity import Identity, shared_scopes
 from .metrics import CACHE_LOOKUPS, TALLY
 from .redis_tier import RedisTier, SharedEntry
 
@@ -204,7 +204,7 @@ class IdentityCache:
             entries[digest] = times
         else:
             i = identity
-            entries[digest] = (*times, i.login, i.user_id, i.scopes, i.expires_at, i.client_id)
+            entries[digest] = (*times, i.login, i.user_id, shared_scopes(i.scopes), i.expires_at, i.client_id)
 
     def _make_room(self, now: float) -> None:
         """Drop the oldest entry, and any expired ones right behind it (a bounded sweep)."""
