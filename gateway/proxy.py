@@ -227,12 +227,11 @@ def request_id(headers: CIMultiDictProxy[str]) -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
-def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The upstream's response headers without hop-by-hop ones."""
+def response_headers(upstream: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
+    """The upstream's response headers without hop-by-hop ones (pairs: the response copies them into
+    its own multidict anyway)."""
     named = _connection_tokens(upstream)
-    return CIMultiDict(
-        (k, v) for k, v in upstream.items() if (f := _fold(k)) not in HOP_BY_HOP and f not in named
-    )
+    return [(k, v) for k, v in upstream.items() if (f := _fold(k)) not in HOP_BY_HOP and f not in named]
 
 
 class Forwarder:
