@@ -109,6 +109,8 @@ class Gateway:
             subpath = lowered[len(self._control_prefix) :].rstrip("/")
             if subpath == "/auth":
                 return await self._forward_auth(request, record)
+            if subpath.startswith("/auth/"):  # Envoy ext_authz's form: the original path follows
+                return await self._forward_auth(request, record, path[len(self._control_prefix) + 5 :])
             return await self.control.handle(request, subpath, record)
         route = self._route(path, record)
         caller = await self._admit(request, request.method, route, record)
@@ -124,15 +126,27 @@ class Gateway:
         record.upstream_status = response.status
         return response
 
-    async def _forward_auth(self, request: web.BaseRequest, record: AccessRecord) -> web.StreamResponse:
+    async def _forward_auth(
+        self, request: web.BaseRequest, record: AccessRecord, original: str | None = None
+    ) -> web.StreamResponse:
         """The decision for a request a front proxy (nginx auth_request, Traefik ForwardAuth, Caddy
-        forward_auth, Envoy ext_authz) is about to forward: 200 with identity headers, or a refusal."""
+        forward_auth, Envoy ext_authz) is about to forward: 200 with identity headers, or a refusal.
+
+        The original request is named by headers (`X-Original-URI`/`-Method`, `X-Forwarded-Uri`/
+        `-Method`), or, as Envoy's ext_authz HTTP service sends it, by this request itself: its method,
+        and its path after the endpoint's (`original`, normalised with the rest), which then wins.
+        """
         headers = request.headers
-        uri = headers.get("X-Original-URI") or headers.get("X-Forwarded-Uri")
-        if not uri:
-            raise BadRequest("forward-auth needs the original request in X-Original-URI or X-Forwarded-Uri")
-        method = (headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET").upper()
-        path, _ = split_target(uri)
+        if original is not None:
+            path, method = original, request.method
+        else:
+            uri = headers.get("X-Original-URI") or headers.get("X-Forwarded-Uri")
+            if not uri:
+                raise BadRequest(
+                    "forward-auth needs the original request in X-Original-URI or X-Forwarded-Uri"
+                )
+            method = (headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET").upper()
+            path, _ = split_target(uri)
         record.path = path
         route = self._route(path, record)
         caller = await self._admit(request, method, route, record)

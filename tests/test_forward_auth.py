@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .conftest import Gateway, GatewayFactory, World, bearer
+from .conftest import Gateway, GatewayFactory, World, bearer, raw_request
+
+AUTH = "Authorization: Bearer "
 
 
 def original(uri: str, method: str = "GET", style: str = "nginx") -> dict[str, str]:
@@ -76,3 +78,29 @@ async def test_forward_auth_answers_the_scoped_token_for_upstream_token_routes(
     assert resp.status == 200
     scoped = resp.headers["Authorization"].removeprefix("Bearer ")
     assert scoped != token and world.github.lookup(scoped) is not None
+
+
+async def test_envoy_ext_authz_sends_the_original_method_and_path_after_the_endpoint(
+    gateway: Gateway, world: World
+) -> None:
+    # Envoy's ext_authz HTTP service with path_prefix: /_gateway/auth
+    token = world.github.add_token("alice", 7, ["repo"])
+    resp = await gateway.client.get("/_gateway/auth/svc/x?y=1", headers=bearer(token))
+    assert resp.status == 200 and resp.headers["X-Auth-User"] == "alice"
+    assert (await gateway.client.get("/_gateway/auth/svc")).status == 401
+    assert (await gateway.client.get("/_gateway/auth/admin", headers=bearer(token))).status == 403
+    assert (await gateway.client.post("/_gateway/auth/getonly", headers=bearer(token))).status == 403
+    assert (await gateway.client.get("/_gateway/auth/getonly", headers=bearer(token))).status == 200
+    public = await gateway.client.get("/_gateway/auth/public/x")
+    assert public.status == 200 and "X-Auth-User" not in public.headers
+
+
+async def test_in_envoys_form_the_path_decides_not_a_header_or_dot_segments(
+    gateway: Gateway, world: World
+) -> None:
+    token = world.github.add_token("alice", 7)  # lacks admin:org
+    spoofed = {**bearer(token), **original("/public")}  # a header a client slipped through
+    assert (await gateway.client.get("/_gateway/auth/admin", headers=spoofed)).status == 403
+    for path in ("/_gateway/auth/public/../admin", "/_gateway/auth/public/%2e%2e/admin"):  # as sent
+        status, _ = await raw_request(gateway.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n{AUTH}{token}\r\n")
+        assert status == 403, path
