@@ -80,7 +80,7 @@ _SCOPES = re.compile(r"[a-z0-9:_-]+(,[a-z0-9:_-]+)*")
 _TOKEN_PREFIX = re.compile(r"github_pat_|[a-z]{2,4}_")
 _PREFIXES = ("", "/api/v3")
 
-Answer = Callable[["FakeGitHub", web.Request, str, str, str, Mapping[str, object]], web.Response]
+Answer = Callable[["FakeGitHub", web.Request, str, str, str, "FakeToken", Mapping[str, object]], web.Response]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,8 @@ class _Route:
     op: str  # GitHub's operationId
     method: str
     path: str
-    answer: Answer  # given the request, op, client_id, token and JSON body, once the app is authenticated
+    answer: Answer  # given the request, op, client_id, token, its entry and the JSON body, once the app is
+    # authenticated and the token found live for it
 
     @property
     def legacy(self) -> bool:
@@ -297,7 +298,10 @@ class FakeGitHub:
             return error(400, "Problems parsing JSON", op)
         if token is None or not isinstance(body, dict):
             return validation_failed(op, field="access_token")
-        return route.answer(self, request, op, cid, token, body)
+        entry = self.live(token, cid)
+        if entry is None:  # unknown, revoked or expired, or another app's
+            return error(404, "Not Found", op)
+        return route.answer(self, request, op, cid, token, entry, body)
 
     def _authenticated(self, request: web.Request, cid: str) -> bool:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
@@ -314,19 +318,25 @@ class FakeGitHub:
     # The operations, once the app is authenticated and the token read
 
     def _check(
-        self, request: web.Request, op: str, cid: str, token: str, _body: Mapping[str, object]
+        self,
+        request: web.Request,
+        op: str,
+        _cid: str,
+        token: str,
+        entry: FakeToken,
+        _body: Mapping[str, object],
     ) -> web.Response:
-        entry = self.live(token, cid)
-        if entry is None:
-            return error(404, "Not Found", op)
         return self._authorization(request, op, token, entry)
 
     def _reset(
-        self, request: web.Request, op: str, cid: str, token: str, _body: Mapping[str, object]
+        self,
+        request: web.Request,
+        op: str,
+        _cid: str,
+        token: str,
+        entry: FakeToken,
+        _body: Mapping[str, object],
     ) -> web.Response:
-        entry = self.live(token, cid)
-        if entry is None:
-            return error(404, "Not Found", op)
         match = _TOKEN_PREFIX.match(token)
         new = _new_token(match.group(0) if match else "")
         entry.revoked = True  # the same authorization, with a new token: the old one stops working
@@ -335,31 +345,40 @@ class FakeGitHub:
         return self._authorization(request, op, new, renewed)
 
     def _delete(
-        self, _request: web.Request, op: str, cid: str, token: str, _body: Mapping[str, object]
+        self,
+        _request: web.Request,
+        op: str,
+        _cid: str,
+        _token: str,
+        entry: FakeToken,
+        _body: Mapping[str, object],
     ) -> web.Response:
-        entry = self.live(token, cid)
-        if entry is None:
-            return error(404, "Not Found", op)
         entry.revoked = True
         return web.Response(status=204)
 
     def _delete_grant(
-        self, _request: web.Request, op: str, cid: str, token: str, _body: Mapping[str, object]
+        self,
+        _request: web.Request,
+        op: str,
+        cid: str,
+        token: str,
+        entry: FakeToken,
+        _body: Mapping[str, object],
     ) -> web.Response:
-        entry = self.live(token, cid)
-        if entry is None:
-            return error(404, "Not Found", op)
         for other in self._tokens.values():
             if other.client_id == cid and other.user_id == entry.user_id:
                 other.revoked = True
         return web.Response(status=204)
 
     def _scope(
-        self, request: web.Request, op: str, cid: str, token: str, body: Mapping[str, object]
+        self,
+        request: web.Request,
+        op: str,
+        cid: str,
+        token: str,
+        entry: FakeToken,
+        body: Mapping[str, object],
     ) -> web.Response:
-        entry = self.live(token, cid)
-        if entry is None:
-            return error(404, "Not Found", op)
         if not token.startswith("ghu_") or entry.restriction is not None:
             why = "expected a GitHub App user access token that is not scoped already"
             return validation_failed(op, field="access_token", code="invalid", message=why)
