@@ -52,7 +52,13 @@ class Gateway:
         self.config = config
         self.routes = RouteTable(config.routes)
         self.rules = HeaderRules(config)
-        self.github = GitHubClient(config.github, github, clock=clock, observer=metrics.github_observer)
+        self.github = GitHubClient(
+            config.github,
+            github,
+            clock=clock,
+            observer=metrics.github_observer,
+            answered=metrics.github_answered,
+        )
         self.cache = IdentityCache(config.cache, self.github, shared=shared, clock=clock)
         limiter = FailedAuthLimiter(config.rate_limit.failed_auth_per_minute, clock=clock)
         self.auth = Authenticator(self.cache, limiter, retry_after=self.github.retry_after)

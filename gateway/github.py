@@ -32,7 +32,7 @@ and the translation of aiohttp errors and GitHub statuses into the `GitHubError`
                                repository is not the target's …). SECURITY: backing off here would let
                                any caller of an upstream_token route switch off authentication for
                                everyone by sending a token that cannot be scoped. It counts as
-                               GitHub answering (`last_success`).
+                               GitHub answering (the `answered` hook).
     5xx, 429, rate-limit 403, timeouts, connection errors
                                GitHubUnavailable, and GitHub is backed off (1s, doubling, capped 30s)
     other 4xx, other 2xx, a 404 that is not GitHub's JSON, an answer off GitHub's schema
@@ -177,12 +177,14 @@ class GitHubClient:
         user_agent: str = USER_AGENT,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         observer: Observer | None = None,
+        answered: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
         self._session = session
         self._clock = clock
         self._sleep = sleep
-        self._observer = observer
+        self._observer = observer  # every call: its endpoint, status and duration
+        self._on_answered = answered  # every usable answer (a 404 and a refused 422 included)
         self._base = URL(config.api_url)
         self._headers = {"Accept": MEDIA_TYPE, "User-Agent": user_agent, "X-GitHub-Api-Version": API_VERSION}
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
@@ -190,18 +192,12 @@ class GitHubClient:
         self._waiting = 0
         self._max_waiting = config.max_concurrent_checks * WAITING_PER_SLOT
         self._breaker = _Breaker(clock)
-        self._last_success: float | None = None
         self._rejected = False  # the last answer was a 401 for an app's credentials
         self._legacy = config.check_method == "legacy"
 
     def __repr__(self) -> str:
         apps = ", ".join(app.client_id for app in self._config.apps)
         return f"<GitHubClient {self._config.api_url} apps=[{apps}]>"
-
-    @property
-    def last_success(self) -> float | None:
-        """Clock time of GitHub's last usable answer (a 404 counts), None before the first."""
-        return self._last_success
 
     @property
     def usable(self) -> bool:
@@ -394,9 +390,10 @@ class GitHubClient:
         raise error
 
     def _answered(self) -> None:
-        self._last_success = self._clock()
         self._rejected = False
         self._breaker.succeeded()
+        if self._on_answered is not None:
+            self._on_answered()
 
     def _fail_fast(self) -> None:
         if (left := self._breaker.remaining()) > 0:

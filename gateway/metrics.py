@@ -160,8 +160,11 @@ def github_observer(endpoint: str, status: int | None, seconds: float) -> None:
     """Count one call to GitHub (the GitHub client's observer hook)."""
     GITHUB_CALLS.labels(endpoint, "none" if status is None else str(status)).inc()
     GITHUB_SECONDS.labels(endpoint).observe(seconds)
-    if status is not None and (200 <= status < 300 or status == 404):
-        GITHUB_LAST_SUCCESS.set(time.time())
+
+
+def github_answered() -> None:
+    """GitHub gave a usable answer (the GitHub client's hook): not a 200 that fails its schema."""
+    GITHUB_LAST_SUCCESS.set(time.time())
 
 
 def exposition() -> tuple[bytes, str]:

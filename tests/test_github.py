@@ -16,7 +16,9 @@ import aiohttp
 import pytest
 from aiohttp import ClientResponse, web
 from aioresponses import CallbackResult, aioresponses
+from prometheus_client import REGISTRY
 
+from gateway import metrics
 from gateway.config import GitHubConfig
 from gateway.errors import AppCredentialsRejected, GitHubUnavailable
 from gateway.github import API_VERSION, MEDIA_TYPE, USER_AGENT, GitHubClient
@@ -112,14 +114,34 @@ def sleeps() -> list[float]:
     return []
 
 
+class Answered:
+    """GitHub's usable answers, as the client's `answered` hook reports them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
 @pytest.fixture
-def make(session: aiohttp.ClientSession, sleeps: list[float]) -> Any:
+def answered() -> Answered:
+    return Answered()
+
+
+@pytest.fixture
+def make(session: aiohttp.ClientSession, sleeps: list[float], answered: Answered) -> Any:
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
     def make(clock: Clock | None = None, observer: Any = None, **overrides: Any) -> GitHubClient:
         return GitHubClient(
-            config(**overrides), session, clock=clock or Clock(), sleep=sleep, observer=observer
+            config(**overrides),
+            session,
+            clock=clock or Clock(),
+            sleep=sleep,
+            observer=observer,
+            answered=answered,
         )
 
     return make
@@ -140,7 +162,9 @@ def assert_secret_free(exc: BaseException, caplog: pytest.LogCaptureFixture | No
 # Answers
 
 
-async def test_200_gives_the_identity_in_githubs_scope_order(mocked: aioresponses, make: Any) -> None:
+async def test_200_gives_the_identity_in_githubs_scope_order(
+    mocked: aioresponses, make: Any, answered: Answered
+) -> None:
     clock = Clock()
     mocked.post(CHECK, payload=authorization(scopes=["user", "public_repo", "read:org"]))
     client = make(clock)
@@ -149,7 +173,7 @@ async def test_200_gives_the_identity_in_githubs_scope_order(mocked: aioresponse
     assert identity.scopes == ("user", "public_repo", "read:org")
     assert (identity.login, identity.user_id, identity.client_id) == ("octocat", 1, CID)
     assert identity.expires_at == datetime(2011, 9, 8, 17, 26, 27, tzinfo=UTC).timestamp()
-    assert client.last_success == clock.now
+    assert answered.count == 1
 
 
 async def test_null_expiry_and_null_scopes(mocked: aioresponses, make: Any) -> None:
@@ -182,14 +206,16 @@ async def test_the_request_sent(mocked: aioresponses, make: Any) -> None:
     assert kwargs["timeout"].total == 5.0
 
 
-async def test_404_from_every_app_is_an_invalid_token(mocked: aioresponses, make: Any) -> None:
+async def test_404_from_every_app_is_an_invalid_token(
+    mocked: aioresponses, make: Any, answered: Answered
+) -> None:
     clock = Clock()
     mocked.post(CHECK, status=404, payload={"message": "Not Found"})
     mocked.post(CHECK2, status=404, payload={"message": "Not Found"})
     client = make(clock, apps=TWO_APPS)
     assert await client.check(TOKEN) is None
     assert sent(mocked) == 2
-    assert client.last_success == clock.now  # a 404 is a usable answer
+    assert answered.count == 2  # each app's 404 is a usable answer
 
 
 async def test_404_then_200_names_the_second_app(mocked: aioresponses, make: Any) -> None:
@@ -336,7 +362,7 @@ BAD_ANSWERS = {
 
 @pytest.mark.parametrize("answer", BAD_ANSWERS.values(), ids=BAD_ANSWERS.keys())
 async def test_an_answer_off_githubs_schema_is_an_outage(
-    mocked: aioresponses, make: Any, answer: Any
+    mocked: aioresponses, make: Any, answer: Any, answered: Answered
 ) -> None:
     if isinstance(answer, bytes):
         mocked.post(CHECK, body=answer)
@@ -346,7 +372,7 @@ async def test_an_answer_off_githubs_schema_is_an_outage(
     with pytest.raises(GitHubUnavailable, match=r"did not fit its schema|not JSON") as caught:
         await client.check(TOKEN)
     assert "X-Injected" not in str(caught.value) and "unicorn" not in str(caught.value)
-    assert client.last_success is None
+    assert answered.count == 0
     assert_secret_free(caught.value)
 
 
@@ -402,7 +428,9 @@ async def test_headers_on_the_wire(aiohttp_server: Any, session: aiohttp.ClientS
 # Backoff, concurrency, secrets
 
 
-async def test_backoff_fails_fast_then_calls_again(mocked: aioresponses, make: Any) -> None:
+async def test_backoff_fails_fast_then_calls_again(
+    mocked: aioresponses, make: Any, answered: Answered
+) -> None:
     clock = Clock()
     mocked.post(CHECK, status=500, payload={"message": "Server Error"})
     mocked.post(CHECK, payload=authorization())
@@ -415,7 +443,7 @@ async def test_backoff_fails_fast_then_calls_again(mocked: aioresponses, make: A
     assert sent(mocked) == 1  # failed fast, GitHub not asked
     clock.now += 1.0
     assert await client.check(TOKEN) == OCTOCAT
-    assert sent(mocked) == 2 and client.last_success == clock.now
+    assert sent(mocked) == 2 and answered.count == 1
 
 
 async def test_backoff_doubles_caps_and_resets(mocked: aioresponses, make: Any) -> None:
@@ -488,3 +516,20 @@ async def test_a_full_queue_of_checks_is_refused_at_once(mocked: aioresponses, m
         await client.check(TOKEN)
     release.set()
     assert await asyncio.gather(first, *queued) == [OCTOCAT] * (WAITING_PER_SLOT + 1)
+
+
+async def test_the_last_success_metric_moves_only_for_a_usable_answer(
+    mocked: aioresponses, session: aiohttp.ClientSession
+) -> None:
+    mocked.post(CHECK, payload={**authorization(), "user": None})  # a 200 off GitHub's schema
+    mocked.post(CHECK, status=404, payload={"message": "Not Found"})
+    client = GitHubClient(  # with the hooks as app.py wires them
+        config(retries=0), session, observer=metrics.github_observer, answered=metrics.github_answered
+    )
+    metrics.GITHUB_LAST_SUCCESS.set(0)
+    gauge = "gateway_github_last_success_timestamp_seconds"
+    with pytest.raises(GitHubUnavailable):
+        await client.check(TOKEN)
+    assert REGISTRY.get_sample_value(gauge) == 0
+    assert await client.check(TOKEN) is None
+    assert (REGISTRY.get_sample_value(gauge) or 0) > 0

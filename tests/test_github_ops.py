@@ -23,7 +23,9 @@ from tests.test_github import (
     OCTOCAT,
     TOKEN,
     TWO_APPS,
+    Answered,
     Clock,
+    answered,
     assert_secret_free,
     authorization,
     config,
@@ -34,7 +36,7 @@ from tests.test_github import (
     sleeps,
 )
 
-__all__ = ["make", "mocked", "session", "sleeps"]  # fixtures shared with test_github
+__all__ = ["answered", "make", "mocked", "session", "sleeps"]  # fixtures shared with test_github
 
 NEW = "gho_NEW0000000000000000000000000000000000"
 SCOPED = "ghu_SC0PED00000000000000000000000000000000"
@@ -241,14 +243,14 @@ async def test_observer_hears_githubs_operation_id(mocked: aioresponses, make: A
 
 @each_op
 async def test_404_from_every_app_means_no_app_knows_the_token(
-    mocked: aioresponses, make: Any, op: Op
+    mocked: aioresponses, make: Any, op: Op, answered: Answered
 ) -> None:
     clock = Clock()
     answer(mocked, op, 404, payload={"message": "Not Found"})
     answer(mocked, op, 404, cid=CID2, payload={"message": "Not Found"})
     client = make(clock, apps=TWO_APPS)
     assert await op.call(client, TOKEN, None) is op.missing
-    assert sent(mocked) == 2 and client.last_success == clock.now
+    assert sent(mocked) == 2 and answered.count == 2
 
 
 @each_op
@@ -321,7 +323,12 @@ async def test_rate_limit_403_backs_off(mocked: aioresponses, make: Any, op: Op)
 
 @each_op
 async def test_422_is_validation_failed_with_details_and_no_backoff(
-    mocked: aioresponses, make: Any, op: Op, sleeps: list[float], caplog: pytest.LogCaptureFixture
+    mocked: aioresponses,
+    make: Any,
+    op: Op,
+    sleeps: list[float],
+    caplog: pytest.LogCaptureFixture,
+    answered: Answered,
 ) -> None:
     body = {
         "message": "Validation Failed",
@@ -362,7 +369,7 @@ async def test_422_is_validation_failed_with_details_and_no_backoff(
         "ScopedToken repositories invalid no such repo"
     )
     assert sent(mocked) == 1 and sleeps == []  # neither retried nor handed to the next app
-    assert client.last_success == clock.now  # GitHub is up: it judged the input
+    assert answered.count == 1  # GitHub is up: it judged the input
     assert await op.call(client, TOKEN, None) not in (None, False)  # not backed off
     assert_secret_free(error, caplog)
 
@@ -439,13 +446,13 @@ async def test_backed_off_fails_fast(mocked: aioresponses, make: Any, op: Op) ->
 @pytest.mark.parametrize("status", [200, 201])
 @pytest.mark.parametrize("op", OPS[1:3], ids=["delete", "delete_grant"])
 async def test_delete_answered_other_than_204_is_an_outage(
-    mocked: aioresponses, make: Any, op: Op, status: int
+    mocked: aioresponses, make: Any, op: Op, status: int, answered: Answered
 ) -> None:
     answer(mocked, op, status, payload={"message": "ok"})
     client = make()
     with pytest.raises(GitHubUnavailable, match="did not fit its schema"):
         await op.call(client, TOKEN, None)
-    assert client.last_success is None
+    assert answered.count == 0
 
 
 BAD_ISSUED = {
@@ -471,7 +478,7 @@ BAD_ISSUED = {
 @each_issuing_op
 @pytest.mark.parametrize("bad", BAD_ISSUED.values(), ids=BAD_ISSUED.keys())
 async def test_an_issued_token_off_githubs_schema_is_an_outage(
-    mocked: aioresponses, make: Any, op: Op, bad: Any
+    mocked: aioresponses, make: Any, op: Op, bad: Any, answered: Answered
 ) -> None:
     if isinstance(bad, bytes):
         answer(mocked, op, 200, body=bad)
@@ -482,7 +489,7 @@ async def test_an_issued_token_off_githubs_schema_is_an_outage(
         await op.call(client, TOKEN, None)
     text = "".join(traceback.format_exception(caught.value))
     assert NEW not in text and "X-Injected" not in text and "unicorn" not in text
-    assert client.last_success is None
+    assert answered.count == 0
     assert_secret_free(caught.value)
 
 
