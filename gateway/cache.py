@@ -142,12 +142,27 @@ class IdentityCache:
     async def _fill(self, token: str, digest: bytes) -> Identity | None:
         # a flight starts only when nothing fresh is cached: a fresh entry without an identity found
         # when an answer comes back is a logout made meanwhile, which the answer cannot overrule
-        shared = await self._shared.get(digest) if self._shared is not None else None
+        shared = self._shared
+        if shared is None:
+            return await self._ask_github(token, digest, None)
+        found = await shared.get(digest)
         if self._revoked_meanwhile(digest):
             return None
-        if shared is not None and shared.fresh_for > 0:
-            self._keep(digest, *shared)
-            return shared.identity
+        if found is not None and found.fresh_for > 0:
+            self._keep(digest, *found)
+            return found.identity
+        if not await shared.claim(digest):  # another process is asking GitHub: its answer will do
+            waited = await shared.wait_for(digest)
+            if not self._revoked_meanwhile(digest) and waited is not None and waited.fresh_for > 0:
+                self._keep(digest, *waited)
+                return waited.identity
+            return await self._ask_github(token, digest, found)
+        try:
+            return await self._ask_github(token, digest, found)
+        finally:
+            await shared.release(digest)
+
+    async def _ask_github(self, token: str, digest: bytes, shared: SharedEntry | None) -> Identity | None:
         try:
             answer = await self._checker.check(token)
         except GitHubError:

@@ -40,6 +40,8 @@ TIMEOUT = 0.5  # seconds for a connection or a command (or to wait for a free co
 MAX_CONNECTIONS = 64  # per process, the subscription's included
 MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
 HEALTH_CHECK = 5  # seconds of silence on the subscription before it is pinged
+POLL = 0.02  # seconds between two looks at Redis while another process asks GitHub
+MAX_RETRY_WAIT = 1.0  # seconds: room for the GitHub client's backoff between retries
 _FAILED = object()  # what a command that failed returns
 
 _HIT, _NEGATIVE, _MISS, _ERROR = (
@@ -117,6 +119,8 @@ class RedisTier:
         )
         self._redis = redis.Redis(connection_pool=pool)
         self._prefix = namespace(github)
+        # how long one check may take, retries included: a claim lasts no longer, nor does a wait
+        self._claim_for = github.timeout * (github.retries + 1) * len(github.apps) + MAX_RETRY_WAIT
         self.channel = self._prefix + ":revoked"
         self._clock = clock
         self._wall_clock = wall_clock
@@ -126,9 +130,47 @@ class RedisTier:
     def _key(self, digest: bytes) -> str:
         return f"{self._prefix}:identity:{digest.hex()}"
 
+    def _claim(self, digest: bytes) -> str:
+        return f"{self._prefix}:checking:{digest.hex()}"
+
     async def get(self, digest: bytes) -> SharedEntry | None:
         """The entry for a digest, None when there is none or Redis cannot say."""
-        raw = await self._command(lambda r: r.get(self._key(digest)))
+        return self._entry(digest, await self._command(lambda r: r.get(self._key(digest))))
+
+    async def claim(self, digest: bytes) -> bool:
+        """Whether this process should be the one to ask GitHub about a token: True unless another
+        process has claimed it and not yet shared the answer (True too when Redis cannot say)."""
+        px = int(self._claim_for * 1000)
+        taken = await self._command(lambda r: r.set(self._claim(digest), b"1", nx=True, px=px))
+        return taken is not None  # None: the claim was someone else's
+
+    async def release(self, digest: bytes) -> None:
+        """Give up a claim: the answer is shared, or there is none to share."""
+        await self._command(lambda r: r.delete(self._claim(digest)))
+
+    async def wait_for(self, digest: bytes) -> SharedEntry | None:
+        """The entry another process is asking GitHub for, once it has shared it; None when that
+        process gave up (its claim is gone), Redis fails, or it takes longer than a check may."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._claim_for
+
+        async def entry_and_claim(r: redis.Redis) -> Any:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.get(self._key(digest))
+                pipe.exists(self._claim(digest))
+                return await pipe.execute()
+
+        while loop.time() < deadline:
+            await asyncio.sleep(POLL)  # a back-off between two looks at Redis
+            found = await self._command(entry_and_claim)
+            if found is _FAILED:
+                return None
+            raw, claimed = found
+            if raw is not None or not claimed:
+                return self._entry(digest, raw)
+        return None
+
+    def _entry(self, digest: bytes, raw: Any) -> SharedEntry | None:
         if raw is None or raw is _FAILED:
             (_MISS if raw is None else _ERROR).inc()
             return None

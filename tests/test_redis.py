@@ -155,6 +155,41 @@ async def test_a_token_checked_by_one_replica_is_known_to_the_other(
     assert world.github.check_calls(token) == 1
 
 
+async def test_a_herd_across_replicas_makes_one_check_call(
+    replicas: tuple[Gateway, Gateway], world: World
+) -> None:
+    a, b = replicas
+    token = world.github.add_token("alice", 7)
+    world.github.hang = True  # GitHub holds the first check until both replicas have a herd waiting
+    herd = [asyncio.create_task(status(gateway, token)) for gateway in (a, b) for _ in range(20)]
+    await world.github.wait_for_calls(1)
+    done, _ = await asyncio.wait(herd, timeout=0.3)  # B polls Redis meanwhile: it asks no one else
+    assert not done
+    world.github.hang = False
+    assert await asyncio.gather(*herd) == [200] * 40
+    assert world.github.check_calls(token) == 1
+
+
+async def test_a_replica_waiting_on_another_asks_github_itself_when_that_one_fails(
+    start_gateway: GatewayFactory, world: World, redis_server: RedisServer
+) -> None:
+    # A has the app's secret wrong: GitHub answers its check 401, so A has nothing to share
+    wrong = {"apps": [{"client_id": CLIENT_ID, "client_secret": "not-the-secret"}]}
+    a = await start_gateway(cache={"redis_url": redis_server.url}, github=wrong)
+    b = await start_gateway(cache={"redis_url": redis_server.url})
+    token = world.github.add_token("alice", 7)
+    world.github.hang = True
+    first = asyncio.create_task(status(a, token))
+    await world.github.wait_for_calls(1)
+    second = asyncio.create_task(status(b, token))
+    done, _ = await asyncio.wait([second], timeout=0.3)
+    assert not done and len(world.github.calls) == 1  # B waits for A's answer instead of asking
+    world.github.hang = False
+    assert await first == 503
+    assert await second == 200  # A gave up its claim: B asked GitHub itself
+    assert world.github.check_calls(token) == 2
+
+
 async def test_an_invalid_token_is_remembered_for_every_replica(
     replicas: tuple[Gateway, Gateway], world: World
 ) -> None:
