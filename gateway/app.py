@@ -234,7 +234,7 @@ async def open_gateway(
         stack.push_async_callback(github.close)
         shared = None
         if config.cache.redis_url is not None:
-            shared = RedisTier(config.cache.redis_url, config.github, clock=clock)
+            shared = RedisTier(config.cache.redis_url, config.github, config.cache)
             stack.push_async_callback(shared.close)
         log = access_log or AccessLog()
         stack.callback(log.flush)

@@ -129,7 +129,7 @@ class IdentityCache:
         self.evict(digest)
         if self._shared is None:
             return True
-        return await self._shared.revoke(digest, self._config.negative_ttl)
+        return await self._shared.revoke(digest)
 
     def evict(self, digest: bytes) -> None:
         """Remember a token as invalid in this process (a revocation heard from another replica)."""

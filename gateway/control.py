@@ -64,8 +64,8 @@ class Control:
             ) from exc
         if not await self._cache.revoke(caller.digest):
             log.warning(
-                "logout: token %s revoked at GitHub and evicted here, but Redis could not carry it to"
-                " the other replicas (they keep it until their cache.ttl)",
+                "logout: token %s revoked at GitHub and evicted here; Redis is unreachable, so the other"
+                " replicas hear of it once Redis answers again (until then they may still let it through)",
                 token_id(caller.digest),
             )
         await self._scoped.revoke_minted_from(caller.digest)

@@ -12,12 +12,17 @@ an identity that another deployment's apps vouched for.
 Redis is an accelerator, never a dependency: a command that fails or takes longer than
 `TIMEOUT` counts as a miss, and Redis is then left alone for a backoff that doubles up to
 `MAX_BACKOFF`, so an outage costs one timeout, not one per request. A replica whose subscription
-drops may miss a revocation; when it subscribes again it is told to forget its in-process tier.
+drops may miss a revocation; when it subscribes again it is told to forget its in-process tier. A
+logout Redis could not be told of is delivered again, in the background, once it answers.
+
+Single flight reaches across processes: the first to ask GitHub about a token claims it in Redis,
+and the others wait for its answer there instead of asking too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,7 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from .config import GitHubConfig
+from .config import CacheConfig, GitHubConfig
 from .identity import Identity
 from .metrics import CACHE_LOOKUPS
 
@@ -42,6 +47,7 @@ MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
 HEALTH_CHECK = 5  # seconds of silence on the subscription before it is pinged
 POLL = 0.02  # seconds between two looks at Redis while another process asks GitHub
 MAX_RETRY_WAIT = 1.0  # seconds: room for the GitHub client's backoff between retries
+MAX_UNDELIVERED = 10_000  # logouts kept for redelivery while Redis is unreachable
 _FAILED = object()  # what a command that failed returns
 
 _HIT, _NEGATIVE, _MISS, _ERROR = (
@@ -102,8 +108,8 @@ class RedisTier:
         self,
         url: str,
         github: GitHubConfig,
+        cache: CacheConfig,
         *,
-        clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         # no retries inside redis-py: a failure is a miss here, and the backoff below takes over.
@@ -122,10 +128,16 @@ class RedisTier:
         # how long one check may take, retries included: a claim lasts no longer, nor does a wait
         self._claim_for = github.timeout * (github.retries + 1) * len(github.apps) + MAX_RETRY_WAIT
         self.channel = self._prefix + ":revoked"
-        self._clock = clock
+        self._negative_ttl = cache.negative_ttl
+        # a process may serve an identity this long after it was checked: a logout matters that long
+        self._matters_for = cache.ttl + cache.stale_if_error
         self._wall_clock = wall_clock
         self._backoff = 0.0
         self._resting_until = 0.0
+        self._undelivered: dict[
+            bytes, float
+        ] = {}  # logouts Redis missed: digest -> wall time they matter until
+        self._redelivery: asyncio.Task[None] | None = None
 
     def _key(self, digest: bytes) -> str:
         return f"{self._prefix}:identity:{digest.hex()}"
@@ -195,11 +207,21 @@ class RedisTier:
         value = _encode(identity, now + fresh_for, now + keep_for)
         await self._command(lambda r: r.set(self._key(digest), value, px=max(1, int(keep_for * 1000))))
 
-    async def revoke(self, digest: bytes, negative_ttl: float) -> bool:
-        """Record a token as invalid and tell every replica to forget it; False if Redis could not."""
+    async def revoke(self, digest: bytes) -> bool:
+        """Record a token as invalid and tell every replica to forget it. False when Redis cannot be
+        told now: the logout is then delivered again, in the background, once Redis answers."""
+        if await self._deliver(digest):
+            return True
+        if len(self._undelivered) < MAX_UNDELIVERED:
+            self._undelivered[digest] = self._wall_clock() + self._matters_for
+        if self._redelivery is None:
+            self._redelivery = asyncio.create_task(self._redeliver())
+        return False
+
+    async def _deliver(self, digest: bytes) -> bool:
         now = self._wall_clock()
-        value = _encode(None, now + negative_ttl, now + negative_ttl)
-        px = max(1, int(negative_ttl * 1000))
+        value = _encode(None, now + self._negative_ttl, now + self._negative_ttl)
+        px = max(1, int(self._negative_ttl * 1000))
 
         async def both(r: redis.Redis) -> Any:
             async with r.pipeline(transaction=True) as pipe:
@@ -209,9 +231,23 @@ class RedisTier:
 
         return await self._command(both) is not _FAILED
 
+    async def _redeliver(self) -> None:
+        """Deliver the logouts Redis missed, as soon as it answers again, while they still matter."""
+        try:
+            while self._undelivered:
+                await asyncio.sleep(max(self._backoff, MIN_BACKOFF))  # Redis' rest, then try again
+                for digest, until in list(self._undelivered.items()):
+                    if until > self._wall_clock():  # else every process has forgotten the token by now
+                        if not await self._deliver(digest):
+                            break  # still unreachable: the next round
+                        log.info("redis: a logout it missed is delivered now (token %s)", digest.hex()[:12])
+                    del self._undelivered[digest]
+        finally:
+            self._redelivery = None
+
     async def _command(self, command: Callable[[redis.Redis], Awaitable[Any]]) -> Any:
         """Run a command; `_FAILED` (and a rest from Redis) when it fails."""
-        now = self._clock()
+        now = time.monotonic()
         if now < self._resting_until:
             return _FAILED
         try:
@@ -255,6 +291,10 @@ class RedisTier:
             backoff = min(MAX_BACKOFF, backoff * 2)
 
     async def close(self) -> None:
+        if self._redelivery is not None:
+            self._redelivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._redelivery
         await self._redis.aclose(close_connection_pool=True)
 
 

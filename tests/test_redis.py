@@ -247,13 +247,33 @@ async def test_a_replica_that_lost_redis_forgets_what_it_may_have_missed(
     # Redis is down: the logout revokes at GitHub and evicts on A, but cannot reach B
     async with a.client.post("/_gateway/logout", headers=bearer(token)) as resp:
         assert resp.status == 200
-    assert "could not carry it to the other replicas" in caplog.text
+    assert "hear of it once Redis answers again" in caplog.text
     await redis_server.start()
     # B resubscribes (after its reconnect backoff), forgets its memory and asks GitHub again
     deadline = asyncio.get_running_loop().time() + 20
     while await status(b, token) != 401:
         assert asyncio.get_running_loop().time() < deadline, "B still trusts what it remembered"
         await asyncio.sleep(0.1)
+
+
+async def test_a_logout_redis_refused_reaches_the_other_replicas_once_it_accepts_again(
+    replicas: tuple[Gateway, Gateway], world: World, redis_server: RedisServer
+) -> None:
+    a, b = replicas
+    token = world.github.add_token("alice", 7, ["repo"])
+    assert await status(a, token) == 200 and await status(b, token) == 200
+    admin = redis_server.client()
+    try:
+        await admin.config_set("min-replicas-to-write", 1)  # no replica: every write is refused
+        async with a.client.post("/_gateway/logout", headers=bearer(token)) as resp:
+            assert resp.status == 200  # revoked at GitHub; Redis (and so B) not told
+        assert await status(b, token) == 200
+        revoked = evictions(b)
+        await admin.config_set("min-replicas-to-write", 0)
+    finally:
+        await admin.aclose()
+    await asyncio.wait_for(revoked.wait(), 10)  # A delivers it again once Redis takes writes
+    assert await status(b, token) == 401
 
 
 async def test_without_redis_the_gateway_serves_from_github_and_says_so_once(
@@ -328,7 +348,7 @@ async def test_gateways_with_other_apps_do_not_share_identities(
 async def tier(redis_server: RedisServer, world: World) -> AsyncIterator[tuple[RedisTier, FakeClock]]:
     wall = FakeClock()
     config = Config.model_validate(base_config(world))
-    shared = RedisTier(redis_server.url, config.github, wall_clock=wall)
+    shared = RedisTier(redis_server.url, config.github, config.cache, wall_clock=wall)
     try:
         yield shared, wall
     finally:
