@@ -71,7 +71,7 @@ from yarl import URL
 from . import __version__
 from .config import GitHubApp, GitHubConfig, UpstreamTokenConfig
 from .errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
-from .identity import Identity
+from .identity import LOGIN, MAX_ID, SCOPE, Identity
 
 __all__ = ["API_VERSION", "MEDIA_TYPE", "USER_AGENT", "GitHubClient", "IssuedToken", "Observer"]
 
@@ -90,13 +90,10 @@ Observer = Callable[[str, int | None, float], None]
 
 _RETRY_BASE, _RETRY_CAP = 0.1, 1.0
 _BACKOFF_START, _BACKOFF_CAP = 1.0, 30.0
-_LOGIN = re.compile(r"[A-Za-z0-9._-]{1,100}")
-_SCOPE = re.compile(r"[a-z0-9:_.-]{1,100}")
 _B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token
 _MAX_TOKEN = 255  # GitHub's documented maximum token length
 _PERMISSION = re.compile(r"[a-z0-9_]{1,100}")
 _LEVELS = frozenset({"read", "write", "admin"})
-_MAX_ID = 2**63 - 1
 _RETRYABLE = (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 
 T = TypeVar("T")
@@ -546,15 +543,15 @@ def _identity(body: Mapping[str, object], client_id: str) -> Identity:
     if not isinstance(user, dict):
         raise _off_schema("user is not an object")
     login = user.get("login")
-    if not isinstance(login, str) or not _LOGIN.fullmatch(login):
+    if not isinstance(login, str) or not LOGIN.fullmatch(login):
         raise _off_schema("user.login is not a GitHub login")
     user_id = user.get("id")
-    if type(user_id) is not int or not 0 < user_id <= _MAX_ID:
+    if type(user_id) is not int or not 0 < user_id <= MAX_ID:
         raise _off_schema("user.id is not a positive integer")
     if "scopes" not in body:
         raise _off_schema("scopes is missing")
     scopes = [] if body["scopes"] is None else body["scopes"]
-    if not isinstance(scopes, list) or not all(isinstance(s, str) and _SCOPE.fullmatch(s) for s in scopes):
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and SCOPE.fullmatch(s) for s in scopes):
         raise _off_schema("scopes is not a list of scope names")
     return Identity(
         login=login,

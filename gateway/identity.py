@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from typing import NamedTuple
 
@@ -16,6 +17,11 @@ def token_id(digest: bytes) -> str:
     """The first 12 hex characters of a token's digest: safe to log, enough to correlate."""
     return digest.hex()[:12]
 
+
+# what GitHub's answers hold, as far as the gateway passes them on (identity headers)
+LOGIN = re.compile(r"[A-Za-z0-9._-]{1,100}")
+SCOPE = re.compile(r"[a-z0-9:_.-]{1,100}")
+MAX_ID = 2**63 - 1
 
 _SCOPE_SETS: dict[tuple[str, ...], tuple[str, ...]] = {}
 MAX_SCOPE_SETS = 4096

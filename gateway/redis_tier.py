@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .config import CacheConfig, GitHubConfig
-from .identity import Identity
+from .identity import LOGIN, MAX_ID, SCOPE, Identity
 from .metrics import CACHE_LOOKUPS
 
 log = logging.getLogger("gateway.redis")
@@ -77,7 +77,7 @@ def _encode(identity: Identity | None, fresh_until: float, keep_until: float) ->
     return json.dumps(fields, separators=(",", ":")).encode()
 
 
-def _decode(raw: bytes) -> tuple[Identity | None, float, float]:
+def _decode(raw: bytes, client_ids: frozenset[str]) -> tuple[Identity | None, float, float]:
     """An entry's identity, fresh_until and keep_until; ValueError for what this gateway did not write."""
     fields = json.loads(raw)
     if not isinstance(fields, dict):
@@ -89,15 +89,19 @@ def _decode(raw: bytes) -> tuple[Identity | None, float, float]:
         return None, fresh_until, keep_until
     login, user_id, scopes = fields["login"], fields["id"], fields["scopes"]
     expires_at, client_id = fields["expires_at"], fields["client_id"]
+    # SECURITY: what reaches identity headers is held to what the GitHub client accepts from GitHub
     if not (
         isinstance(login, str)
-        and isinstance(user_id, int)
+        and LOGIN.fullmatch(login)
+        and type(user_id) is int
+        and 0 < user_id <= MAX_ID
         and isinstance(scopes, list)
-        and all(isinstance(s, str) for s in scopes)
-        and (expires_at is None or isinstance(expires_at, int | float))
+        and all(isinstance(s, str) and SCOPE.fullmatch(s) for s in scopes)
+        and (expires_at is None or type(expires_at) in (int, float))
         and isinstance(client_id, str)
+        and client_id in client_ids
     ):
-        raise ValueError("an identity field has the wrong type")
+        raise ValueError("an identity field is not what GitHub's answers hold")
     return Identity(login, user_id, tuple(scopes), expires_at, client_id), fresh_until, keep_until
 
 
@@ -125,6 +129,7 @@ class RedisTier:
         )
         self._redis = redis.Redis(connection_pool=pool)
         self._prefix = namespace(github)
+        self._client_ids = frozenset(app.client_id for app in github.apps)
         # how long one check may take, retries included: a claim lasts no longer, nor does a wait
         self._claim_for = github.timeout * (github.retries + 1) * len(github.apps) + MAX_RETRY_WAIT
         self.channel = self._prefix + ":revoked"
@@ -187,7 +192,7 @@ class RedisTier:
             (_MISS if raw is None else _ERROR).inc()
             return None
         try:
-            identity, fresh_until, keep_until = _decode(raw)
+            identity, fresh_until, keep_until = _decode(raw, self._client_ids)
         except (ValueError, KeyError, TypeError):
             log.warning("redis: ignoring an entry this gateway did not write (%s)", self._key(digest))
             _ERROR.inc()

@@ -375,6 +375,12 @@ def cache_over(shared: RedisTier, checker: Checker, wall: FakeClock, **config: A
 ALICE = Identity("alice", 7, ("repo",), None, CLIENT_ID)
 
 
+def forged(**fields: object) -> bytes:
+    """An entry as this gateway writes one, fresh, with some fields replaced."""
+    entry = {"fresh_until": 1e12, "keep_until": 1e12, **ALICE.as_json(), **fields}
+    return json.dumps(entry).encode()
+
+
 async def test_a_replica_serves_a_stale_shared_identity_only_while_github_is_down(
     tier: tuple[RedisTier, FakeClock],
 ) -> None:
@@ -412,7 +418,17 @@ async def test_a_shared_entry_never_outlives_the_token(
 
 
 @pytest.mark.parametrize(
-    "garbage", [b"not json", b"[]", b'{"fresh_until": 1e12, "keep_until": 1e12, "login": 5}']
+    "garbage",
+    [
+        b"not json",
+        b"[]",
+        b'{"fresh_until": 1e12, "keep_until": 1e12, "login": 5}',
+        forged(login="alice\r\nX-Auth-User: root"),  # would be an identity header's value
+        forged(client_id="Iv1.someone-elses"),  # an app this gateway does not have
+        forged(id=-1),
+        forged(scopes=["repo", "a b"]),
+    ],
+    ids=["not-json", "list", "login-not-a-string", "crlf-login", "other-app", "negative-id", "bad-scope"],
 )
 async def test_an_entry_the_gateway_did_not_write_is_ignored(
     tier: tuple[RedisTier, FakeClock], redis_server: RedisServer, garbage: bytes
