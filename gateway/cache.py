@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeGuard, TypeVar
 
 from .config import CacheConfig
 from .errors import GitHubError
@@ -71,6 +71,10 @@ FRESH, KEEP = 0, 1
 
 def _identity(entry: _Entry) -> Identity | None:
     return Identity(*entry[2:]) if len(entry) > 2 else None
+
+
+def _fresh_shared(entry: SharedEntry | None) -> TypeGuard[SharedEntry]:
+    return entry is not None and entry.fresh_for > 0
 
 
 class IdentityCache:
@@ -140,27 +144,28 @@ class IdentityCache:
         self._entries.clear()
 
     async def _fill(self, token: str, digest: bytes) -> Identity | None:
-        # a flight starts only when nothing fresh is cached: a fresh entry without an identity found
-        # when an answer comes back is a logout made meanwhile, which the answer cannot overrule
         shared = self._shared
         if shared is None:
             return await self._ask_github(token, digest, None)
         found = await shared.get(digest)
-        if self._revoked_meanwhile(digest):
-            return None
-        if found is not None and found.fresh_for > 0:
-            self._keep(digest, *found)
-            return found.identity
-        if not await shared.claim(digest):  # another process is asking GitHub: its answer will do
-            waited = await shared.wait_for(digest)
-            if not self._revoked_meanwhile(digest) and waited is not None and waited.fresh_for > 0:
-                self._keep(digest, *waited)
-                return waited.identity
-            return await self._ask_github(token, digest, found)
+        claimed = False
         try:
+            if not _fresh_shared(found):
+                claimed = await shared.claim(digest)
+                if not claimed:  # another process is asking GitHub: its answer will do
+                    waited = await shared.wait_for(digest)
+                    found = waited if _fresh_shared(waited) else found
+            # a flight starts only when nothing fresh is cached: a fresh entry without an identity
+            # found now is a logout made meanwhile, which no answer may overrule
+            if self._revoked_meanwhile(digest):
+                return None
+            if _fresh_shared(found):
+                self._keep(digest, *found)
+                return found.identity
             return await self._ask_github(token, digest, found)
         finally:
-            await shared.release(digest)
+            if claimed:
+                await shared.release(digest)
 
     async def _ask_github(self, token: str, digest: bytes, shared: SharedEntry | None) -> Identity | None:
         try:

@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .config import CacheConfig, GitHubConfig
-from .identity import LOGIN, MAX_ID, SCOPE, Identity
+from .identity import LOGIN, MAX_ID, SCOPE, Identity, token_id
 from .metrics import CACHE_LOOKUPS
 
 log = logging.getLogger("gateway.redis")
@@ -139,9 +139,8 @@ class RedisTier:
         self._wall_clock = wall_clock
         self._backoff = 0.0
         self._resting_until = 0.0
-        self._undelivered: dict[
-            bytes, float
-        ] = {}  # logouts Redis missed: digest -> wall time they matter until
+        # logouts Redis missed: digest -> the wall time until which they matter
+        self._undelivered: dict[bytes, float] = {}
         self._redelivery: asyncio.Task[None] | None = None
 
     def _key(self, digest: bytes) -> str:
@@ -157,7 +156,7 @@ class RedisTier:
     async def claim(self, digest: bytes) -> bool:
         """Whether this process should be the one to ask GitHub about a token: True unless another
         process has claimed it and not yet shared the answer (True too when Redis cannot say)."""
-        px = int(self._claim_for * 1000)
+        px = _ms(self._claim_for)
         taken = await self._command(lambda r: r.set(self._claim(digest), b"1", nx=True, px=px))
         return taken is not None  # None: the claim was someone else's
 
@@ -210,7 +209,7 @@ class RedisTier:
             return
         now = self._wall_clock()
         value = _encode(identity, now + fresh_for, now + keep_for)
-        await self._command(lambda r: r.set(self._key(digest), value, px=max(1, int(keep_for * 1000))))
+        await self._command(lambda r: r.set(self._key(digest), value, px=_ms(keep_for)))
 
     async def revoke(self, digest: bytes) -> bool:
         """Record a token as invalid and tell every replica to forget it. False when Redis cannot be
@@ -226,7 +225,7 @@ class RedisTier:
     async def _deliver(self, digest: bytes) -> bool:
         now = self._wall_clock()
         value = _encode(None, now + self._negative_ttl, now + self._negative_ttl)
-        px = max(1, int(self._negative_ttl * 1000))
+        px = _ms(self._negative_ttl)
 
         async def both(r: redis.Redis) -> Any:
             async with r.pipeline(transaction=True) as pipe:
@@ -245,7 +244,7 @@ class RedisTier:
                     if until > self._wall_clock():  # else every process has forgotten the token by now
                         if not await self._deliver(digest):
                             break  # still unreachable: the next round
-                        log.info("redis: a logout it missed is delivered now (token %s)", digest.hex()[:12])
+                        log.info("redis: a logout it missed is delivered now (token %s)", token_id(digest))
                     del self._undelivered[digest]
         finally:
             self._redelivery = None
@@ -301,6 +300,11 @@ class RedisTier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._redelivery
         await self._redis.aclose(close_connection_pool=True)
+
+
+def _ms(seconds: float) -> int:
+    """A key's lifetime in milliseconds (PX), at least 1."""
+    return max(1, int(seconds * 1000))
 
 
 def _digest(data: object) -> bytes | None:
