@@ -51,6 +51,7 @@ async def test_requests_decisions_cache_and_github_calls_are_counted(
         "hit": value("gateway_cache_lookups_total", tier="memory", result="hit"),
         "miss": value("gateway_cache_lookups_total", tier="memory", result="miss"),
         "calls": value("gateway_github_calls_total", endpoint="apps/check-token", code="200"),
+        "timed": value("gateway_github_call_duration_seconds_count", endpoint="apps/check-token"),
         "scope": value("gateway_auth_decisions_total", result="insufficient_scope"),
     }
     for _ in range(3):
@@ -61,7 +62,21 @@ async def test_requests_decisions_cache_and_github_calls_are_counted(
     assert value("gateway_cache_lookups_total", tier="memory", result="miss") - before["miss"] == 1
     assert value("gateway_cache_lookups_total", tier="memory", result="hit") - before["hit"] == 3
     assert value("gateway_github_calls_total", endpoint="apps/check-token", code="200") - before["calls"] == 1
+    assert (
+        value("gateway_github_call_duration_seconds_count", endpoint="apps/check-token") - before["timed"]
+        == 1
+    )
     assert value("gateway_auth_decisions_total", result="insufficient_scope") - before["scope"] == 1
     client = await aiohttp_client(admin_app(Readiness(lambda: True)))
     text = await (await client.get("/metrics")).text()
     assert "gateway_request_duration_seconds_bucket" in text and token not in text
+
+
+async def test_upstream_failures_are_counted_by_route_and_kind(
+    start_gateway: GatewayFactory, world: World, unused_tcp_port: int
+) -> None:
+    dead = f"http://127.0.0.1:{unused_tcp_port}"  # nothing listens there
+    gateway = await start_gateway(routes=[{"path": "/gone", "upstream": dead, "auth": "none"}])
+    before = value("gateway_upstream_errors_total", route="/gone", kind="unreachable")
+    assert (await gateway.client.get("/gone/x")).status == 502
+    assert value("gateway_upstream_errors_total", route="/gone", kind="unreachable") - before == 1
