@@ -204,10 +204,15 @@ def children(pid: int) -> set[int]:
     return out
 
 
-async def eventually(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-    """Poll a condition about another process until it holds (bounded)."""
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, seconds: float = 20.0
+) -> None:
+    """Poll a condition about another process (or what it answers) until it holds (bounded)."""
     deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
+    while True:
+        held = condition()
+        if held if isinstance(held, bool) else await held:
+            return
         assert asyncio.get_running_loop().time() < deadline, what
         await asyncio.sleep(0.05)
 
@@ -249,10 +254,11 @@ async def test_sighup_reloads_the_config_and_refuses_a_broken_one(
     cfg["routes"][0]["users"] = ["somebody-else"]
     path.write_text(yaml.safe_dump(cfg))
     proc.send_signal(signal.SIGHUP)
-    deadline = asyncio.get_running_loop().time() + 20
-    while await status_of(url + "/x", token) != 403:  # the new policy, once the reload is done
-        assert asyncio.get_running_loop().time() < deadline, "the reload never took effect"
-        await asyncio.sleep(0.05)
+
+    async def reloaded() -> bool:  # the new policy, once the reload is done
+        return await status_of(url + "/x", token) == 403
+
+    await eventually(reloaded, "the reload never took effect")
     path.write_text("routes: [}\n")
     proc.send_signal(signal.SIGHUP)
     await eventually(lambda: "reload refused" in (tmp_path / "stderr.log").read_text(), "a refused reload")
@@ -284,15 +290,14 @@ async def test_the_admin_port_answers_health_readiness_and_metrics_summed_over_w
     assert (await admin_get(tmp_path, "/healthz"))[0] == 200
     status, body = await admin_get(tmp_path, "/readyz")
     assert status == 200 and '"ready": true' in body
-    # a worker adds what it tallied to the shared metrics within metrics.FLUSH_INTERVAL
-    deadline = asyncio.get_running_loop().time() + 10
-    while True:
-        status, metrics = await admin_get(tmp_path, "/metrics")
-        assert status == 200
-        if sample(metrics, 'gateway_requests_total{code="200",route="/"}') == 10:
-            break
-        assert asyncio.get_running_loop().time() < deadline, metrics
-        await asyncio.sleep(0.1)
+
+    async def all_counted() -> bool:  # a worker adds what it tallied within metrics.FLUSH_INTERVAL
+        metrics = (await admin_get(tmp_path, "/metrics"))[1]
+        return sample(metrics, 'gateway_requests_total{code="200",route="/"}') == 10
+
+    await eventually(all_counted, "the requests never all reached /metrics", seconds=10)
+    status, metrics = await admin_get(tmp_path, "/metrics")
+    assert status == 200
     assert sample(metrics, 'gateway_auth_decisions_total{result="invalid_token"}') == 1
     assert sample(metrics, 'gateway_github_calls_total{code="200",endpoint="apps/check-token"}') >= 1
     assert token not in metrics and "alice" not in metrics
