@@ -280,7 +280,8 @@ async def test_a_logout_redis_refused_reaches_the_other_replicas_once_it_accepts
 async def test_without_redis_the_gateway_serves_from_github_and_says_so_once(
     start_gateway: GatewayFactory, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gateway = await start_gateway(cache={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    url = f"redis://:redis-password-0123@127.0.0.1:{free_port()}/0"  # nothing listens there
+    gateway = await start_gateway(cache={"redis_url": url})
     tokens = [world.github.add_token(f"user{i}", i) for i in range(1, 6)]
     for token in tokens:
         assert await status(gateway, token) == 200
@@ -292,6 +293,7 @@ async def test_without_redis_the_gateway_serves_from_github_and_says_so_once(
         if r.name == "gateway.redis" and "unavailable" in r.getMessage()
     ]
     assert len(warnings) == 1
+    assert "redis-password-0123" not in caplog.text
 
 
 async def test_redis_holds_identities_by_digest_and_never_a_token(
