@@ -213,6 +213,9 @@ HANDLER_ARGS: dict[str, Any] = {
     "max_field_size": 8190,
     "access_log": None,
     "read_bufsize": READ_BUFSIZE,
+    # SECURITY: a body is passed on as the bytes that came (DESIGN §3). Inflated, a gzip body would
+    # go upstream under the caller's Content-Length, and its surplus would read there as a request
+    "auto_decompress": False,
 }
 
 
