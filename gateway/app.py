@@ -8,11 +8,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDictProxy
 
 from . import metrics
 from .accesslog import AccessLog, AccessRecord
@@ -70,6 +71,7 @@ class Gateway:
         self.access_log = access_log
         self._background: set[asyncio.Task[None]] = set()
         self._control_prefix = config.server.control_prefix.lower()
+        self._forward_auth_family = FORWARD_AUTH_FAMILIES[config.server.forward_auth_headers]
 
     def revoked_elsewhere(self, digest: bytes) -> None:
         """A logout on another replica (the shared tier's channel): forget the token here at once, and
@@ -138,21 +140,15 @@ class Gateway:
         """The decision for a request a front proxy (nginx auth_request, Traefik ForwardAuth, Caddy
         forward_auth, Envoy ext_authz) is about to forward: 200 with identity headers, or a refusal.
 
-        The original request is named by headers (`X-Original-URI`/`-Method`, `X-Forwarded-Uri`/
-        `-Method`), or, as Envoy's ext_authz HTTP service sends it, by this request itself: its method,
-        and its path after the endpoint's (`original`, normalised with the rest), which then wins.
+        The original request is named by the one header family of `server.forward_auth_headers`
+        (`X-Original-URI`/`-Method`, or `X-Forwarded-Uri`/`-Method`), or, as Envoy's ext_authz HTTP
+        service sends it, by this request itself: its method, and its path after the endpoint's
+        (`original`, normalised with the rest), which then wins.
         """
-        headers = request.headers
         if original is not None:
             path, method = original, request.method
         else:
-            uri = headers.get("X-Original-URI") or headers.get("X-Forwarded-Uri")
-            if not uri:
-                raise BadRequest(
-                    "forward-auth needs the original request in X-Original-URI or X-Forwarded-Uri"
-                )
-            method = (headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET").upper()
-            path, _ = split_target(uri)
+            path, method = self._forward_auth_family.original(request.headers)
         record.path = path
         route = self._route(path, record)
         caller = await self._admit(request, method, route, record)
@@ -195,6 +191,41 @@ class Gateway:
             record.user, record.token_id = caller.identity.login, token_id(caller.digest)
             route.authorize(caller.identity)
         return caller
+
+
+class ForwardAuthFamily(NamedTuple):
+    """The headers that name the original request at the forward-auth endpoint, and the other family's,
+    which a request there must not carry."""
+
+    uri: str
+    method: str
+    other: tuple[str, str]
+
+    def original(self, headers: CIMultiDictProxy[str]) -> tuple[str, str]:
+        """The original request's normalised path and method."""
+        # SECURITY: Caddy's forward_auth (and Traefik's ForwardAuth without authRequestHeaders) pass
+        # the caller's own headers on beside their own: were the other family read too, a caller's
+        # X-Original-URI: /public would choose the policy for a request to a protected path
+        if any(name in headers for name in self.other):
+            raise BadRequest(
+                f"forward-auth reads the original request from {self.uri}/{self.method} only"
+                f" (server.forward_auth_headers); this request also carries {' or '.join(self.other)}"
+            )
+        uri = headers.get(self.uri)
+        if not uri:
+            raise BadRequest(f"forward-auth needs the original request in {self.uri}")
+        path, _ = split_target(uri)
+        return path, headers.get(self.method, "GET").upper()
+
+
+FORWARD_AUTH_FAMILIES = {
+    "original": ForwardAuthFamily(
+        "X-Original-URI", "X-Original-Method", ("X-Forwarded-Uri", "X-Forwarded-Method")
+    ),
+    "forwarded": ForwardAuthFamily(
+        "X-Forwarded-Uri", "X-Forwarded-Method", ("X-Original-URI", "X-Original-Method")
+    ),
+}
 
 
 def _is_websocket(request: web.BaseRequest) -> bool:

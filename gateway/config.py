@@ -247,6 +247,7 @@ class ServerConfig(_Model):
     header_timeout: PositiveDuration | None = 10.0
     max_body_size: Int | None = Field(None, ge=0)
     control_prefix: PathPrefix = "/_gateway"
+    forward_auth_headers: Literal["original", "forwarded"] = "original"
 
     @field_validator("control_prefix")
     @classmethod

@@ -38,12 +38,43 @@ async def test_refusals_are_the_same_as_in_proxy_mode(gateway: Gateway, world: W
 
 async def test_the_original_method_and_path_choose_the_policy(gateway: Gateway, world: World) -> None:
     token = world.github.add_token("alice", 7)
+    nginx = {**bearer(token), **original("/getonly", "POST")}
+    assert (await gateway.client.get("/_gateway/auth", headers=nginx)).status == 403
+    nginx = {**bearer(token), **original("/getonly", "GET")}
+    assert (await gateway.client.get("/_gateway/auth", headers=nginx)).status == 200
+    public = await gateway.client.get("/_gateway/auth", headers=original("/public/x"))
+    assert public.status == 200 and "X-Auth-User" not in public.headers
+
+
+async def test_forward_auth_headers_forwarded_reads_traefik_and_caddys_headers(
+    start_gateway: GatewayFactory, world: World
+) -> None:
+    gateway = await start_gateway(server={"forward_auth_headers": "forwarded"})
+    token = world.github.add_token("alice", 7)
     traefik = {**bearer(token), **original("/getonly", "POST", style="traefik")}
     assert (await gateway.client.get("/_gateway/auth", headers=traefik)).status == 403
     traefik = {**bearer(token), **original("/getonly", "GET", style="traefik")}
     assert (await gateway.client.get("/_gateway/auth", headers=traefik)).status == 200
-    public = await gateway.client.get("/_gateway/auth", headers=original("/public/x"))
-    assert public.status == 200 and "X-Auth-User" not in public.headers
+    assert (await gateway.client.get("/_gateway/auth", headers=original("/public/x"))).status == 400
+
+
+async def test_a_request_naming_the_original_in_the_other_family_is_a_bad_request(
+    start_gateway: GatewayFactory,
+) -> None:
+    """Forward-auth confusion: behind Caddy's forward_auth, a caller's own X-Original-URI: /public
+    (passed on beside Caddy's X-Forwarded-Uri) must never choose the policy for a protected path."""
+    for family, spoofed in (
+        ("forwarded", {"X-Original-URI": "/public/x"}),
+        ("forwarded", {"X-Original-Method": "GET"}),
+        ("original", {"X-Forwarded-Uri": "/public/x"}),
+        ("original", {"X-Forwarded-Method": "GET"}),
+    ):
+        gateway = await start_gateway(server={"forward_auth_headers": family})
+        headers = {**original("/admin", "DELETE", style="nginx" if family == "original" else "traefik")}
+        resp = await gateway.client.get("/_gateway/auth", headers={**headers, **spoofed})
+        assert resp.status == 400, (family, spoofed)
+        body = await resp.json()
+        assert body["error"] == "bad_request" and "forward_auth_headers" in body["message"]
 
 
 async def test_dot_segments_in_the_original_path_cannot_borrow_a_public_policy(
