@@ -21,7 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .config import Config
-from .errors import BadGateway, GatewayTimeout, PayloadTooLarge
+from .errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge
 from .identity import Identity
 from .policy import CompiledRoute
 from .upstream import Answer, Origin, UpstreamPool
@@ -45,7 +45,6 @@ HOP_BY_HOP = frozenset(
 _GATEWAY_SET = frozenset(
     {
         "host",
-        "forwarded",
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
@@ -54,9 +53,22 @@ _GATEWAY_SET = frozenset(
         "expect",
     }
 )
+# SECURITY: what other proxies say about the client and the URL it used; the gateway does not set
+# these, and an upstream that believes them would take the caller's word for its address, scheme or
+# prefix: passed on only from `server.trusted_proxies`
+_FORWARDING = frozenset(
+    {
+        *("forwarded", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-scheme", "x-forwarded-ssl"),
+        *("x-forwarded-server", "x-forwarded-protocol", "x-url-scheme", "front-end-https"),
+        *("x-client-ip", "true-client-ip", "x-cluster-client-ip"),
+    }
+)
 # SECURITY: headers some frameworks route by instead of the request line (Symfony, Zend, IIS rewrite:
-# CVE-2018-14773); the upstream must act on the path that was authorized, nothing else
-_PATH_OVERRIDES = frozenset({"x-original-url", "x-rewrite-url"})
+# CVE-2018-14773), or run as another method (Express method-override, Rails, Laravel): the upstream
+# must act on the method and path that were authorized, nothing else
+_REQUEST_OVERRIDES = frozenset(
+    {"x-original-url", "x-rewrite-url", "x-http-method-override", "x-http-method", "x-method-override"}
+)
 # SECURITY: forward-auth's inputs (DESIGN §5) say which request a front proxy had authorized; passed on
 # to an upstream that trusts them, they would name another path or method than the one judged here
 _FORWARD_AUTH_INPUTS = frozenset(
@@ -73,6 +85,8 @@ _DEFAULT_IDENTITY_NAMES = (
     "x-auth-client-id",
 )
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# a DNS name or IPv4 address, or a bracketed IPv6 one, and an optional port
+_HOST = re.compile(r"(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _WS_SKIP = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
@@ -130,17 +144,24 @@ class HeaderRules:
         names = config.identity_headers
         # SECURITY: every spelling of an identity header a caller sends is dropped, configured or default
         configured = {_fold(n) for n in names.model_dump().values() if n}
-        self._drop_request = (
+        always = (
             HOP_BY_HOP
             | _GATEWAY_SET
-            | _PATH_OVERRIDES
+            | _REQUEST_OVERRIDES
             | _FORWARD_AUTH_INPUTS
             | configured
             | set(_DEFAULT_IDENTITY_NAMES)
         )
-        if not config.pass_authorization:
-            self._drop_request = self._drop_request | {"authorization"}
-        self._drop_unvalidated = self._drop_request | {"authorization"}
+        # SECURITY: credentials the gateway did not validate are never passed on
+        validated = always if config.pass_authorization else always | {"authorization"}
+        unvalidated = always | {"authorization"}
+        # what is dropped, by (credentials validated, peer a trusted proxy)
+        self._drop: dict[tuple[bool, bool], frozenset[str]] = {
+            (True, True): validated,
+            (True, False): validated | _FORWARDING,
+            (False, True): unvalidated,
+            (False, False): unvalidated | _FORWARDING,
+        }
         self._identity: list[tuple[str, Callable[[Identity], str | None]]] = [
             (name, getter)
             for name, getter in (
@@ -183,8 +204,9 @@ class HeaderRules:
     ) -> CIMultiDict[str]:
         """The headers to send upstream for a request; `client` is the caller's address."""
         inbound = request.headers
-        # SECURITY: credentials the gateway did not validate are never passed on
-        drop = self._drop_request if identity is not None else self._drop_unvalidated
+        peer = request.remote or ""
+        trusted = self._trusted_peer(peer)
+        drop = self._drop[identity is not None, trusted]
         named = _connection_tokens(inbound)
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in inbound.items():
@@ -192,12 +214,16 @@ class HeaderRules:
             if folded in drop or folded in named or (folded in _FRAMING and "_" in name):
                 continue
             out.add(name, value)
-        peer = request.remote or ""
-        prior = ", ".join(inbound.getall("X-Forwarded-For", ())) if self._trusted_peer(peer) else ""
+        prior = ", ".join(inbound.getall("X-Forwarded-For", ())) if trusted else ""
         out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
         out["X-Forwarded-Proto"] = request.scheme
-        if request.host:
-            out["X-Forwarded-Host"] = request.host
+        host = inbound.get("Host")
+        if host:
+            # SECURITY: one well-formed host[:port], or 400: a list, a path or a user part would be
+            # read upstream as another host than the one the caller asked for
+            if not _HOST.fullmatch(host):
+                raise BadRequest("the Host header is not a well-formed host[:port]")
+            out["X-Forwarded-Host"] = host
         out["X-Request-Id"] = request_id
         out["X-Real-IP"] = client
         if identity is not None:  # identity headers last

@@ -7,8 +7,11 @@ Requests go as raw bytes so that no client library normalises a name, a value or
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from ..conftest import CLIENT_ID, Gateway, GatewayFactory, World
 from .conftest import RecordingUpstream, body_of, canary, exchange, raw, statuses
@@ -279,3 +282,99 @@ async def test_an_oversized_request_head_is_400_without_echoing_it(
     assert body_of(answer)["error"] == "bad_request"
     assert token.encode() not in answer
     assert upstream.received == []
+
+
+OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
+
+
+def _method_override_app(done: list[str]) -> web.Application:
+    """An upstream that runs a request as the method an override header names, as Express's
+    method-override, Rails and Laravel do (any case, `_` for `-`, as CGI-style frameworks read it)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        folded = {k.lower().replace("_", "-"): v for k, v in request.headers.items()}
+        names = [n.lower() for n in OVERRIDES]
+        method = next((folded[n].upper() for n in names if n in folded), request.method)
+        done.append(method)
+        return web.Response(text=f"{method} done")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+@pytest.mark.parametrize(
+    "override", ["X-HTTP-Method-Override: DELETE", "x-http-method: DELETE", "X_Method_Override: DELETE"]
+)
+async def test_a_method_override_never_turns_an_allowed_post_into_a_delete(
+    start_gateway: GatewayFactory,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    world: World,
+    override: str,
+) -> None:
+    """Method override: a `methods: [GET, POST]` route judged a POST, and an upstream that honours
+    X-HTTP-Method-Override ran it as a DELETE."""
+    done: list[str] = []
+    server = await aiohttp_server(_method_override_app(done))
+    up = str(server.make_url("")).rstrip("/")
+    gateway = await start_gateway(routes=[{"path": "/", "upstream": up, "methods": ["GET", "POST"]}])
+    token = world.github.add_token("alice", 7)
+    head = raw("POST", "/records/1", f"Authorization: Bearer {token}", override, "Content-Length: 0")
+    answer = await exchange(gateway.port, head)
+    assert statuses(answer) == [200]
+    assert answer.endswith(b"POST done")
+    assert done == ["POST"]
+
+
+FORWARDING_SPOOFS = (
+    "Forwarded: for=10.0.0.3;proto=https;host=admin.internal",
+    "X-Forwarded-Port: 443",
+    "X-Forwarded-Prefix: /admin",
+    "X-Forwarded-Scheme: https",
+    "X-Forwarded-Ssl: on",
+    "X-Client-IP: 10.0.0.4",
+    "True-Client-IP: 10.0.0.5",
+    "X_Client_IP: 10.0.0.6",
+)
+
+
+async def test_forwarding_headers_from_an_untrusted_peer_never_reach_the_upstream(
+    gateway: Gateway, upstream: RecordingUpstream
+) -> None:
+    """Client-address and URL spoofing: an upstream that believes these takes the caller's word for
+    its address, scheme or path prefix."""
+    assert statuses(await exchange(gateway.port, raw("GET", "/public", *FORWARDING_SPOOFS))) == [200]
+    [seen] = upstream.received
+    names = [spoof.split(":", 1)[0] for spoof in FORWARDING_SPOOFS]
+    assert [name for name in names if seen.values(name)] == []
+
+
+async def test_forwarding_headers_from_a_trusted_proxy_are_passed_on(
+    start_gateway: GatewayFactory, upstream: RecordingUpstream
+) -> None:
+    gateway = await start_gateway(server={"host": "127.0.0.1", "port": 0, "trusted_proxies": ["127.0.0.0/8"]})
+    assert statuses(await exchange(gateway.port, raw("GET", "/public", *FORWARDING_SPOOFS[:5]))) == [200]
+    [seen] = upstream.received
+    assert seen.values("X-Forwarded-Prefix") == ["/admin"]
+    assert seen.values("Forwarded") == ["for=10.0.0.3;proto=https;host=admin.internal"]
+
+
+@pytest.mark.parametrize(
+    "host", ["a.example, evil.example", "evil.example/admin", "alice@evil.example", "a.example:80:81", "a b"]
+)
+async def test_a_host_that_is_not_one_host_and_port_is_400(
+    gateway: Gateway, upstream: RecordingUpstream, host: str
+) -> None:
+    """X-Forwarded-Host confusion: the upstream reads X-Forwarded-Host as the host the caller asked
+    for; it only ever carries one well-formed host[:port]."""
+    answer = await exchange(gateway.port, raw("GET", "/public", host=host))
+    assert statuses(answer) == [400]
+    assert upstream.received == []
+
+
+@pytest.mark.parametrize("host", ["svc.example.com", "svc.example.com:8443", "10.1.2.3:80", "[::1]:8080"])
+async def test_a_well_formed_host_is_passed_on_as_x_forwarded_host(
+    gateway: Gateway, upstream: RecordingUpstream, host: str
+) -> None:
+    assert statuses(await exchange(gateway.port, raw("GET", "/public", host=host))) == [200]
+    assert upstream.received[0].values("X-Forwarded-Host") == [host]
