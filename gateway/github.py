@@ -303,6 +303,9 @@ class GitHubClient:
                 raise _unreachable(exc, self._config.timeout, secret) from _safe_cause(exc, secret)
             except aiohttp.ClientError as exc:
                 raise _unreachable(exc, self._config.timeout, secret) from _safe_cause(exc, secret)
+            except _TooLarge as exc:  # not GitHub's answer (a captive portal, a misrouted api_url?)
+                self._backoff(None, str(exc))
+                raise
             if status >= 500 and attempt < tries and op.repeatable:
                 await self._sleep(_delay(attempt))
                 continue
@@ -416,12 +419,18 @@ def _delay(attempt: int) -> float:
     return ceiling * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
 
 
+class _TooLarge(GitHubUnavailable):
+    """An answer over MAX_ANSWER_BYTES: an outage like any other, backed off from."""
+
+
 async def _read(resp: aiohttp.ClientResponse) -> bytes:
     body = bytearray()
     async for chunk in resp.content.iter_any():
         body += chunk
         if len(body) > MAX_ANSWER_BYTES:
-            raise GitHubUnavailable("GitHub's answer was too large", status=resp.status)
+            raise _TooLarge(
+                f"GitHub's answer ({resp.status}) was over {MAX_ANSWER_BYTES} bytes", status=resp.status
+            )
     return bytes(body)
 
 

@@ -7,6 +7,7 @@ the inbound headers. Bodies stream both ways and are never buffered whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import re
@@ -93,6 +94,8 @@ _WS_SKIP = frozenset(
 SMALL_BODY = 1 << 16  # answers up to this size (with a Content-Length) are relayed in one write
 _NO_AUTO_HEADERS = CIMultiDict[None]((name, None) for name in ("Content-Type",))
 MAX_UPSTREAM_CONNECTIONS = 1000
+LINGER = 5.0  # seconds an early answer's connection goes on reading (and dropping) the caller's upload
+LINGER_POLL = 0.25  # how soon a caller that went away meanwhile is noticed
 
 
 class _ProxyRequest(aiohttp.ClientRequest):
@@ -335,29 +338,35 @@ class Forwarder:
         message = answer.message
         headers = message.headers
         length = int(headers["Content-Length"]) if "Content-Length" in headers else None
-        if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+        response: _RelayedBody | _RelayedStream
+        if length is not None and length <= SMALL_BODY and request.method != "HEAD" and not answer.early:
             # a small answer of known length goes out in one write, headers and body together
             try:
                 body = await answer.body.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise BadGateway("the upstream broke off its answer") from exc
-            return web.Response(
+            response = _RelayedBody(
                 status=message.code, reason=message.reason, headers=response_headers(headers), body=body
             )
-        response = web.StreamResponse(status=message.code, reason=message.reason)
-        response.headers.extend(response_headers(headers))
-        if length is not None:
-            response.content_length = length
+        else:
+            response = _RelayedStream(status=message.code, reason=message.reason)
+            response.headers.extend(response_headers(headers))
+            if length is not None:
+                response.content_length = length
+        response.untyped = "Content-Type" not in headers
+        if isinstance(response, _RelayedBody):
+            return response
         await response.prepare(request)
         try:
             async for chunk in answer.body.iter_any():
                 await response.write(chunk)
         except (aiohttp.ClientError, TimeoutError):
-            # headers are gone already: the only honest signal left is a cut connection
-            if request.transport is not None:
-                request.transport.close()
-            return response
+            return _cut(request, response)
+        if answer.cut:
+            return _cut(request, response)
         await response.write_eof()
+        if answer.early:  # the rest of the caller's body was never sent on
+            await _linger(request)
         return response
 
     async def websocket(
@@ -384,6 +393,49 @@ class Forwarder:
             await client.prepare(request)
             await _pump_both(client, upstream)
             return client
+
+
+class _KeepsContentType(web.StreamResponse):
+    """A relayed answer: aiohttp gives a body without a Content-Type `application/octet-stream`; the
+    gateway passes the upstream's headers on as they are, and adds no type the upstream did not say."""
+
+    untyped = False
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        if self.untyped:
+            self.headers.popall("Content-Type", None)
+
+
+class _RelayedBody(_KeepsContentType, web.Response):
+    """A small relayed answer, sent in one write."""
+
+
+class _RelayedStream(_KeepsContentType):
+    """A relayed answer streamed as it arrives."""
+
+
+async def _linger(request: web.BaseRequest) -> None:
+    """Read and drop what is left of the caller's body for up to LINGER seconds, then close.
+
+    Closing at once, with the upload's bytes unread, would reset the connection, and a reset can
+    destroy the answer before the caller reads it. aiohttp's own lingering close waits its whole
+    lingering_time for a caller that has gone away: this one stops when the connection does.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINGER
+    content = request.content
+    while not content.is_eof() and request.transport is not None and (left := deadline - loop.time()) > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(content.readany(), min(left, LINGER_POLL))
+    request.protocol.force_close()
+
+
+def _cut(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
+    # headers are gone already: the only honest signal left is a cut connection
+    if request.transport is not None:
+        request.transport.close()
+    return response
 
 
 async def _pump_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:

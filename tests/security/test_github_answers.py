@@ -125,3 +125,22 @@ async def test_an_answer_that_is_not_githubs_json_is_503_not_a_verdict(
     answer = await get_svc(gateway, canary())
     assert statuses(answer) == [503]
     assert upstream.received == []
+
+
+async def test_an_answer_too_large_to_be_githubs_is_an_outage_backed_off_and_logged(
+    start_gateway: GatewayFactory,
+    crafted_github: CraftedGitHub,
+    upstream: RecordingUpstream,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Resource exhaustion from upstream of the gateway: a GitHub (or something posing as it) that
+    answers without end is cut off at 1 MiB, treated as an outage and backed off from."""
+    crafted_github.answer = lambda token: (200, b"x" * (2 << 20))
+    gateway = await against(start_gateway, crafted_github)
+    for _ in range(3):
+        answer = await get_svc(gateway, canary())
+        assert statuses(answer) == [503]
+        assert body_of(answer)["error"] == "github_unavailable"
+    assert crafted_github.calls == 1  # backed off: the next two never reached GitHub
+    assert upstream.received == []
+    assert any("was over 1048576 bytes; backing off" in r.getMessage() for r in caplog.records)

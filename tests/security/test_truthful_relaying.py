@@ -1,0 +1,142 @@
+"""Truthful relaying: what the caller gets is what the upstream said, no more and no less.
+
+An answer the upstream broke off reaches the caller as a broken answer, never as a whole one; an
+upstream that answers before it has read a large upload is heard, not replaced by a 502; and the
+gateway adds no Content-Type the upstream did not give (DESIGN §3: bytes pass through untouched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from ..conftest import GatewayFactory
+from .conftest import exchange, raw, read_response, statuses
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_upstream(handle: Handler) -> AsyncIterator[str]:
+    """An upstream written byte by byte: `handle` gets each connection once its request head is read."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            await handle(reader, writer)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset instead of a FIN: what a crashing upstream or a middlebox does."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+@pytest.mark.parametrize("ending", ["reset", "close"])
+async def test_an_answer_delimited_by_close_and_cut_by_a_reset_reaches_the_caller_cut(
+    start_gateway: GatewayFactory, ending: str
+) -> None:
+    """Truncation hidden as success: an answer without Content-Length ends when the connection closes;
+    ended by a reset it is cut short, and a caller told it was whole would act on half a file."""
+    seen_part = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst part;")
+        await writer.drain()
+        await seen_part.wait()
+        if ending == "reset":
+            _reset(writer)
+        else:
+            writer.write(b"second part")
+            await writer.drain()
+
+    async with raw_upstream(answer) as url:
+        gateway = await start_gateway(routes=[{"path": "/", "upstream": url, "auth": "none"}])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(raw("GET", "/download"))
+        received = await asyncio.wait_for(reader.readuntil(b"first part;"), 5)
+        seen_part.set()
+        received += await asyncio.wait_for(reader.read(), 5)  # until the gateway closes
+        writer.close()
+    assert statuses(received) == [200]
+    if ending == "reset":
+        assert not received.endswith(b"0\r\n\r\n")  # no last chunk: the caller sees a cut connection
+        assert b"second part" not in received
+    else:
+        assert received.endswith(b"second part\r\n0\r\n\r\n")  # the whole answer, properly ended
+
+
+@pytest.mark.parametrize("then", ["closes", "waits"])
+async def test_an_upstream_that_answers_before_reading_a_large_upload_is_heard(
+    start_gateway: GatewayFactory, then: str
+) -> None:
+    """A 403 sent before the upstream reads a 64 MiB upload (and the upstream then closing, or waiting)
+    reaches the caller as the upstream's 403, not as a 502 from the broken upload."""
+    answered = asyncio.Event()
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = b'{"error":"no uploads here"}'
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        if then == "waits":
+            await answered.wait()
+
+    async with raw_upstream(refuse) as url:
+        gateway = await start_gateway(routes=[{"path": "/", "upstream": url, "auth": "none"}])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        size = 64 << 20
+        writer.write(raw("PUT", "/upload", f"Content-Length: {size}", close=False))
+
+        async def upload() -> None:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(size >> 16):
+                    writer.write(b"u" * (1 << 16))
+                    await writer.drain()
+
+        uploading = asyncio.create_task(upload())
+        try:
+            answer = await read_response(reader, 10)
+        finally:
+            answered.set()
+            uploading.cancel()
+            await asyncio.gather(uploading, return_exceptions=True)
+            writer.close()
+    assert statuses(answer) == [403]
+    assert answer.endswith(b'{"error":"no uploads here"}')
+
+
+@pytest.mark.parametrize("framing", ["Content-Length: 5\r\n", "Transfer-Encoding: chunked\r\n", ""])
+async def test_an_answer_without_content_type_gets_none_added(
+    start_gateway: GatewayFactory, framing: str
+) -> None:
+    """A body the upstream did not type stays untyped: `application/octet-stream` added on the way
+    would change how a browser handles it (a download instead of a page, or the other way)."""
+    body = b"5\r\nhello\r\n0\r\n\r\n" if "chunked" in framing else b"hello"
+
+    async def untyped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n" + framing.encode() + b"\r\n" + body)
+        await writer.drain()
+
+    async with raw_upstream(untyped) as url:
+        gateway = await start_gateway(routes=[{"path": "/", "upstream": url, "auth": "none"}])
+        answer = await exchange(gateway.port, raw("GET", "/file"))
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert statuses(answer) == [200]
+    assert b"content-type" not in head.lower()
+    assert b"hello" in rest
