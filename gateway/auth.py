@@ -96,13 +96,12 @@ class Authenticator:
         """The caller behind a request's credentials; None when there are none and none are required.
 
         A client address over its failed-authentication budget gets 429 instead of a check call,
-        unless its token is already known to be valid.
+        unless its token is already known to be valid (or being checked for another request).
         """
         try:
             token = bearer_token(headers)
         except InvalidToken:
-            self._refuse_if_waiting(client)
-            self._limiter.failed(client)
+            self._reserve(client)  # a malformed token is a failure, whose judging costs no call
             raise
         if token is None:
             if required:
@@ -112,17 +111,34 @@ class Authenticator:
         known = self._cache.fresh_identity(digest)
         if known is not None and not self._expired(known):
             return Caller(known, token, digest)  # the cache-hit path: nothing else to ask
-        self._refuse_if_waiting(client)
+        return Caller(await self._paid_identify(token, digest, client), token, digest)
+
+    async def _paid_identify(self, token: str, digest: bytes, client: str) -> Identity:
+        """`identify`, paid for from the client address's failed-authentication budget."""
+        if self._cache.checking(digest):
+            # joining the check already in flight for this token adds no call, so it reserves
+            # nothing; like any failed authentication it costs a unit if the token proves invalid
+            try:
+                return await self.identify(token, digest)
+            except InvalidToken:
+                self._limiter.failed(client)
+                raise
+        # SECURITY: a check is paid for before it is made, so a burst of junk tokens from one address
+        # makes at most its budget of calls. A valid token, or no answer from GitHub, is no failed
+        # authentication and is paid back; a caller that leaves mid-check is not: its call was made.
+        self._reserve(client)
         try:
-            return Caller(await self.identify(token, digest), token, digest)
-        except InvalidToken:
-            self._limiter.failed(client)
+            identity = await self.identify(token, digest)
+        except ServiceUnavailable:
+            self._limiter.refund(client)
             raise
+        self._limiter.refund(client)
+        return identity
 
     def _expired(self, identity: Identity) -> bool:
         return identity.expires_at is not None and identity.expires_at <= self._wall_clock()
 
-    def _refuse_if_waiting(self, client: str) -> None:
-        wait = self._limiter.retry_after(client)
+    def _reserve(self, client: str) -> None:
+        wait = self._limiter.reserve(client)
         if wait is not None:
             raise TooManyRequests("too many failed authentications from this address", retry_after=wait)

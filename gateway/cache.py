@@ -37,6 +37,9 @@ class SingleFlight(Generic[K, V]):
     def __init__(self) -> None:
         self._flights: dict[K, asyncio.Future[V]] = {}
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._flights
+
     async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
         """The result of `call()`, or of the call already in flight for `key`."""
         flight = self._flights.get(key)
@@ -113,6 +116,10 @@ class IdentityCache:
             return None
         TALLY.count(_HIT)
         return _identity(entry)
+
+    def checking(self, digest: bytes) -> bool:
+        """Whether a lookup for this digest is in flight: a lookup now would share it, not add a call."""
+        return digest in self._flights
 
     async def lookup(self, token: str, digest: bytes) -> Identity | None:
         """The identity for a token: from the cache, else from one shared check call.

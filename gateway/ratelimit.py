@@ -2,7 +2,9 @@
 
 A token bucket per address: it holds up to N failures and refills at N per minute. While it is
 empty, the address's requests get 429 instead of a check call, so guessing tokens costs the guesser,
-not GitHub. Buckets live in a bounded TTL cache, so a flood of addresses cannot grow memory.
+not GitHub. A check call is paid for before it is made (`reserve`) and paid back when the token turns
+out valid or GitHub gives no answer (`refund`): however many requests an address sends at once, it
+makes at most N calls. Buckets live in a bounded TTL cache, so a flood of addresses cannot grow memory.
 """
 
 from __future__ import annotations
@@ -45,6 +47,20 @@ class FailedAuthLimiter:
         if bucket is None or bucket.level >= 1:
             return None
         return max(1, math.ceil((1 - bucket.level) / self._rate))
+
+    def reserve(self, client: str) -> int | None:
+        """Take one failure from the address's budget, before the attempt is judged: None when it was
+        taken, else the seconds the address must wait (and nothing is taken)."""
+        wait = self.retry_after(client)
+        if wait is None:
+            self.failed(client)
+        return wait
+
+    def refund(self, client: str) -> None:
+        """Give back a unit `reserve` took: the attempt turned out not to be a failure."""
+        bucket = self._refilled(client)
+        if bucket is not None:  # no bucket: the address's budget is full already
+            bucket.level = min(self._capacity, bucket.level + 1)
 
     def failed(self, client: str) -> None:
         """Count one failed authentication from the address."""

@@ -54,6 +54,19 @@ def test_paths_normalise_to_one_canonical_form(raw: str, normal: str) -> None:
         "/a b",
         "/%zz",
         "x",
+        "/a./b",
+        "/a%2E",
+        "/a%20/b",
+        "/%09a",
+        "/a%e3%80%80",
+        "/a%0Bb",
+        "/a%7f",
+        "/a%c2%9f",
+        "/%c5%bfvc",
+        "/%e2%84%aa",
+        "/%ef%ac%80",
+        "/a%ff",
+        "/%c0%ae%c0%ae",
     ],
 )
 def test_ambiguous_paths_are_refused(raw: str) -> None:
@@ -169,6 +182,20 @@ def test_methods_allow_list() -> None:
         r.check_method("DELETE")
 
 
-@pytest.mark.parametrize("raw", ["/", "/a", "/a/b/", "/.well-known/x", "/a/..b", "/v1/users/octo-cat~1:x@y"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/",
+        "/a",
+        "/a/b/",
+        "/.well-known/x",
+        "/a/..b",
+        "/v1/users/octo-cat~1:x@y",
+        "/caf%C3%A9",
+        "/%C3%85ngstr%C3%B6m",
+        "/a%20b",
+        "/%E6%97%A5%E6%9C%AC",
+    ],
+)
 def test_paths_already_canonical_are_kept_as_they_are(raw: str) -> None:
     assert normalise_path(raw) == raw

@@ -1,10 +1,23 @@
-"""Failed-authentication rate limiting: the token bucket alone, then end to end."""
+"""Failed-authentication rate limiting: the token bucket alone, the authenticator paying for checks
+from it, then end to end."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.auth import Authenticator
+from gateway.errors import InvalidToken, TooManyRequests
 from gateway.ratelimit import FailedAuthLimiter
 
 from .conftest import FakeClock, GatewayFactory, World, bearer
+from .test_cache import Clock, FakeChecker, ident, make
+
+
+def headers(token: str) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(Authorization=f"Bearer {token}"))
 
 
 def test_an_address_may_fail_n_times_a_minute_then_waits() -> None:
@@ -30,11 +43,57 @@ def test_an_idle_address_starts_afresh() -> None:
     assert limiter.retry_after("a") is None
 
 
+def test_a_reservation_is_taken_only_when_the_address_may_go_ahead_and_a_refund_gives_it_back() -> None:
+    limiter = FailedAuthLimiter(2, clock=FakeClock())
+    assert [limiter.reserve("a") for _ in range(3)] == [None, None, 30]
+    limiter.refund("a")
+    assert [limiter.reserve("a") for _ in range(2)] == [None, 30]
+
+
+def test_refunds_never_raise_a_budget_past_its_size() -> None:
+    limiter = FailedAuthLimiter(2, clock=FakeClock())
+    limiter.refund("a")
+    assert limiter.reserve("a") is None
+    limiter.refund("a")
+    limiter.refund("a")
+    assert [limiter.reserve("a") for _ in range(3)] == [None, None, 30]
+
+
 def test_zero_disables_the_limit() -> None:
     limiter = FailedAuthLimiter(0, clock=FakeClock())
     for _ in range(100):
         limiter.failed("a")
+        assert limiter.reserve("a") is None
     assert limiter.retry_after("a") is None
+
+
+async def test_requests_joining_one_check_need_no_budget_of_their_own() -> None:
+    """Single flight: more concurrent requests with one new valid token than the address's budget make
+    one call between them, and every one passes: only the request that makes the call reserves."""
+    checker, clock = FakeChecker(), Clock()
+    checker.known["gho_new"] = ident()
+    checker.gate = asyncio.Event()
+    auth = Authenticator(make(checker, clock), FailedAuthLimiter(1, clock=clock), retry_after=lambda: 5)
+    requests = [asyncio.ensure_future(auth.authenticate(headers("gho_new"), client="a")) for _ in range(10)]
+    await checker.entered.wait()  # the check runs after every request has joined it (FIFO scheduling)
+    checker.gate.set()
+    assert [caller.identity for caller in await asyncio.gather(*requests) if caller] == [ident()] * 10
+    assert checker.calls == 1
+
+
+async def test_each_request_joining_a_check_of_an_invalid_token_is_a_failure() -> None:
+    """Every request refused 401 counts, those that shared another request's check included."""
+    checker, clock = FakeChecker(), Clock()
+    checker.gate = asyncio.Event()
+    auth = Authenticator(make(checker, clock), FailedAuthLimiter(3, clock=clock), retry_after=lambda: 5)
+    requests = [asyncio.ensure_future(auth.authenticate(headers("gho_bad"), client="a")) for _ in range(3)]
+    await checker.entered.wait()
+    checker.gate.set()
+    for refused in await asyncio.gather(*requests, return_exceptions=True):
+        assert isinstance(refused, InvalidToken)
+    with pytest.raises(TooManyRequests):
+        await auth.authenticate(headers("gho_other"), client="a")
+    assert checker.calls == 1
 
 
 async def test_too_many_failed_attempts_get_429_without_asking_github(

@@ -1,6 +1,7 @@
 """Abuse limits: guessing tokens costs the guesser (429 per client address beyond
-`rate_limit.failed_auth_per_minute`), not GitHub, and no flood of junk tokens ever has more than
-`github.max_concurrent_checks` calls in flight at GitHub (DESIGN §2, §4; issue 4).
+`rate_limit.failed_auth_per_minute`, each check call paid for before it is made), not GitHub, and no
+flood of junk tokens ever has more than `github.max_concurrent_checks` calls in flight at GitHub
+(DESIGN §2, §4; issues 4 and 9).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from aiohttp import ClientResponse
 from gateway.github import WAITING_PER_SLOT
 
 from ..conftest import Gateway, GatewayFactory, World
-from .conftest import CraftedGitHub, body_of, canary, exchange, raw, statuses
+from .conftest import CraftedGitHub, authorization, body_of, canary, exchange, raw, statuses
 
 
 def junk(i: int) -> str:
@@ -85,6 +86,68 @@ async def test_a_guesser_sharing_an_address_cannot_lock_out_a_user_whose_token_i
     assert statuses(await get_svc(gateway, junk(2))) == [429]
     assert statuses(await get_svc(gateway, token)) == [200]
     assert world.github.check_calls() == 2
+
+
+async def test_a_burst_of_junk_tokens_from_one_address_makes_at_most_its_budget_of_github_calls(
+    start_gateway: GatewayFactory, crafted_github: CraftedGitHub
+) -> None:
+    """Issue 9: 800 concurrent junk tokens from one address made 788 check calls against a budget of
+    30, each failure charged only once GitHub had answered. While the budget's calls are held at
+    GitHub, every other request of the burst must already have been refused."""
+    budget, burst_size = 30, 800
+    crafted_github.held = asyncio.Event()
+    gateway = await start_gateway(
+        github={"api_url": crafted_github.url}, rate_limit={"failed_auth_per_minute": budget}
+    )
+    request = [raw("GET", "/svc", f"Authorization: Bearer {junk(i)}") for i in range(burst_size)]
+    burst = [asyncio.ensure_future(exchange(gateway.port, r, within=20)) for r in request]
+    try:
+        refused: list[bytes] = []
+        pending = set(burst)
+        while len(refused) < burst_size - budget:
+            done, pending = await asyncio.wait(pending, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+            assert done, f"{crafted_github.calls} GitHub calls in flight, {len(refused)} requests refused"
+            refused += [answer.result() for answer in done]
+        assert [statuses(answer) for answer in refused] == [[429]] * (burst_size - budget)
+        assert min(retry_after(answer) for answer in refused) >= 1
+        await asyncio.wait_for(crafted_github.wait_for_calls(budget), 5)
+    finally:
+        crafted_github.held.set()
+    assert [statuses(answer) for answer in await asyncio.gather(*pending)] == [[401]] * budget
+    assert crafted_github.calls == budget
+
+
+async def test_valid_tokens_give_back_what_their_check_cost(
+    start_gateway: GatewayFactory, crafted_github: CraftedGitHub
+) -> None:
+    """Lock-out by budget: a valid token's check is paid back, so an address (a NAT, a CI runner) with
+    more new valid tokens than its budget of failures is never refused, and its budget stays whole."""
+    crafted_github.answer = lambda token: (
+        (200, authorization(token)) if token.startswith("gho_valid") else (404, {"message": "Not Found"})
+    )
+    budget = 30
+    gateway = await start_gateway(
+        github={"api_url": crafted_github.url}, rate_limit={"failed_auth_per_minute": budget}
+    )
+    valid = [await get_svc(gateway, f"gho_valid{i:031d}") for i in range(100)]
+    assert [statuses(answer) for answer in valid] == [[200]] * 100
+    invalid = [await get_svc(gateway, junk(i)) for i in range(budget + 1)]
+    assert [statuses(answer) for answer in invalid] == [[401]] * budget + [[429]]
+    assert crafted_github.calls == 100 + budget
+
+
+async def test_a_github_outage_is_not_charged_to_the_caller(
+    start_gateway: GatewayFactory, crafted_github: CraftedGitHub
+) -> None:
+    """Lock-out by outage: a check GitHub gives no usable answer to is no failed authentication, so
+    the unit reserved for it is paid back and the address is not refused for GitHub's trouble."""
+    crafted_github.answer = lambda token: (502, {"message": "Bad Gateway"})
+    gateway = await start_gateway(
+        github={"api_url": crafted_github.url}, rate_limit={"failed_auth_per_minute": 1}
+    )
+    for i in range(3):
+        assert statuses(await get_svc(gateway, junk(i))) == [503]
+    assert crafted_github.calls == 1  # then the gateway backs off from GitHub
 
 
 async def test_a_flood_of_distinct_junk_tokens_never_exceeds_max_concurrent_checks(

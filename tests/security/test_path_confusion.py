@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from ..conftest import Gateway
+from ..conftest import Gateway, GatewayFactory
 from .conftest import RecordingUpstream, body_of, exchange, raw, statuses
 
 
@@ -20,8 +20,10 @@ async def get(gateway: Gateway, target: str, token: str | None = None) -> tuple[
     return status, answer
 
 
-async def assert_refused_as_ambiguous(gateway: Gateway, upstream: RecordingUpstream, target: str) -> None:
-    status, answer = await get(gateway, target)
+async def assert_refused_as_ambiguous(
+    gateway: Gateway, upstream: RecordingUpstream, target: str, token: str | None = None
+) -> None:
+    status, answer = await get(gateway, target, token)
     assert status == 400, target
     assert body_of(answer)["error"] == "bad_request"
     assert upstream.received == []
@@ -154,7 +156,7 @@ async def test_case_variants_are_judged_by_the_protected_route(
     assert upstream.received == []
 
 
-@pytest.mark.parametrize("target", ["/public../admin", "/publicity", "/public.json"])
+@pytest.mark.parametrize("target", ["/publicity", "/public.json", "/public..json"])
 async def test_a_prefix_without_a_segment_boundary_is_not_the_public_route(
     gateway: Gateway, upstream: RecordingUpstream, target: str
 ) -> None:
@@ -186,11 +188,13 @@ async def test_connect_and_asterisk_form_are_400(
     assert upstream.received == []
 
 
-async def test_overlong_utf8_dots_are_not_decoded(gateway: Gateway, upstream: RecordingUpstream) -> None:
-    """CVE-2000-0884 (IIS Unicode traversal): `%c0%ae` decoded as `.` after the access check."""
-    status, _ = await get(gateway, "/public/%c0%ae%c0%ae/admin")
-    assert status == 200
-    assert upstream.paths == ["/public/%C0%AE%C0%AE/admin"]
+@pytest.mark.parametrize("target", ["/public/%c0%ae%c0%ae/admin", "/public/..%c0%af../admin", "/public%FF"])
+async def test_percent_encoded_bytes_that_are_not_utf8_are_400(
+    gateway: Gateway, upstream: RecordingUpstream, target: str
+) -> None:
+    """CVE-2000-0884 (IIS Unicode traversal): overlong `%c0%ae` decoded as `.` after the access check;
+    bytes that are not UTF-8 have no one reading (a server may fall back to a legacy code page)."""
+    await assert_refused_as_ambiguous(gateway, upstream, target)
 
 
 async def test_a_query_string_cannot_carry_a_path(gateway: Gateway, upstream: RecordingUpstream) -> None:
@@ -211,3 +215,102 @@ async def test_the_upstream_receives_exactly_the_path_that_was_authorized(
     assert (await get(gateway, "/strip/x/../y", mallory))[0] == 200
     assert upstream.paths == ["/svc/a/c/d/~A", "/base/y"]
     assert [line["path"] for line in gateway.log_lines()] == ["/svc/a/c/d/~A", "/strip/y"]
+
+
+# Issue 9: segments an upstream reads as another. The gateway below protects /svc (a scope mallory
+# lacks: 403) and lets any valid token through / (200): each spelling of /svc must be refused, never
+# judged by / and forwarded as sent for an upstream to route to /svc.
+
+
+@pytest.fixture
+async def svc_gateway(start_gateway: GatewayFactory, upstream: RecordingUpstream) -> Gateway:
+    return await start_gateway(
+        routes=[
+            {"path": "/svc", "upstream": upstream.url, "scopes": ["admin:org"]},
+            {"path": "/", "upstream": upstream.url},
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("/svc./x", id="trailing dot (IIS, Windows)"),
+        pytest.param("/svc%2e/x", id="encoded trailing dot"),
+        pytest.param("/svc.%2E/x", id="trailing dots"),
+        pytest.param("/svc%20/x", id="trailing space (IIS, Windows)"),
+        pytest.param("/%20svc/x", id="leading space (Java trim)"),
+        pytest.param("/svc%C2%A0/x", id="trailing no-break space (.NET Trim)"),
+        pytest.param("/svc%E3%80%80/x", id="trailing ideographic space"),
+    ],
+)
+async def test_a_segment_servers_trim_is_400(
+    svc_gateway: Gateway, upstream: RecordingUpstream, mallory: str, target: str
+) -> None:
+    """IIS and Windows drop a segment's trailing dots and spaces, `String.trim()` its leading ones:
+    `/svc./x` passed the / route and reached such an upstream as `/svc/x`."""
+    await assert_refused_as_ambiguous(svc_gateway, upstream, target, mallory)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("/svc%09/x", id="tab"),
+        pytest.param("/svc%0B/x", id="vertical tab"),
+        pytest.param("/svc%0C/x", id="form feed"),
+        pytest.param("/svc%0d%0a/x", id="CR LF"),
+        pytest.param("/s%01vc/x", id="SOH mid-segment"),
+        pytest.param("/svc%1F/x", id="unit separator"),
+        pytest.param("/svc%7F/x", id="DEL"),
+        pytest.param("/svc%C2%85/x", id="next line (C1)"),
+    ],
+)
+async def test_an_encoded_control_character_is_400(
+    svc_gateway: Gateway, upstream: RecordingUpstream, mallory: str, target: str
+) -> None:
+    """Control characters are whitespace to some trims, line ends to some parsers and log writers."""
+    await assert_refused_as_ambiguous(svc_gateway, upstream, target, mallory)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("/%C5%BFvc/x", id="long s (Java equalsIgnoreCase: s)"),
+        pytest.param("/%EF%BD%93vc/x", id="fullwidth s (NFKC: s)"),
+        pytest.param("/sv%E2%85%BD/x", id="small roman numeral one hundred (NFKC: c)"),
+        pytest.param("/svc/%E2%84%AAey", id="Kelvin sign (lower: k)"),
+        pytest.param("/svc/l%C4%B1st", id="dotless i (upper: I)"),
+        pytest.param("/svc/%C4%B0d", id="dotted capital I (lower: i)"),
+        pytest.param("/svc/stra%C3%9Fe", id="sharp s (upper, casefold: ss)"),
+        pytest.param("/svc/o%EF%AC%80", id="ff ligature (upper, casefold: FF)"),
+        pytest.param("/public%EF%BC%8F..%EF%BC%8Fsvc", id="fullwidth solidus (NFKC: /)"),
+    ],
+)
+async def test_a_character_that_case_mapping_or_normalisation_reads_as_ascii_is_400(
+    svc_gateway: Gateway, upstream: RecordingUpstream, mallory: str, target: str
+) -> None:
+    """Java's `equalsIgnoreCase` reads `%C5%BFvc` (U+017F long s) as `svc`, case-insensitive matchers
+    fold the Kelvin sign to `k`, NFKC turns fullwidth forms into ASCII: a route the gateway did not
+    choose."""
+    await assert_refused_as_ambiguous(svc_gateway, upstream, target, mallory)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/public/caf%C3%A9",
+        "/public/%E6%97%A5%E6%9C%AC",
+        "/public/%D0%BF%D1%80%D0%B8%D0%B2%D0%B5%D1%82",
+        "/public/%C3%85ngstr%C3%B6m",
+        "/public/my%20file.txt",
+        "/public/.well-known/x",
+        "/public/v1.2/a..b",
+    ],
+)
+async def test_ordinary_paths_still_pass_as_sent(
+    gateway: Gateway, upstream: RecordingUpstream, target: str
+) -> None:
+    """Non-ASCII text that stays non-ASCII, spaces inside a segment and inner dots are no confusion."""
+    status, _ = await get(gateway, target)
+    assert status == 200
+    assert upstream.paths == [target]
