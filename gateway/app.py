@@ -23,9 +23,10 @@ from .config import Config
 from .control import Control
 from .errors import BadRequest, InternalError, NoRoute, Refusal
 from .github import GitHubClient
+from .headers import HeaderRules, request_id
 from .identity import token_id
 from .policy import CompiledRoute, RouteTable, split_target
-from .proxy import Forwarder, HeaderRules, request_id, upstream_session
+from .proxy import Forwarder, upstream_session
 from .ratelimit import FailedAuthLimiter
 from .redis_tier import RedisTier
 from .responses import refusal_response

@@ -38,6 +38,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 from .errors import ConfigError
+from .headers import refused_as_identity_header
 
 DEFAULT_PATH = "gateway.yaml"
 ENV_PATH = "GATEWAY_CONFIG"
@@ -103,22 +104,13 @@ def _positive(seconds: float) -> float:
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# Headers the gateway sets, strips or relies on for itself: an identity header must not be one of them
-_RESERVED_HEADERS = frozenset(
-    (
-        *("authorization", "proxy-authorization", "cookie", "host", "content-length", "content-type"),
-        *("transfer-encoding", "te", "trailer", "connection", "keep-alive", "upgrade", "proxy-connection"),
-        *("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"),
-        *("x-original-uri", "x-original-method", "x-forwarded-uri", "x-forwarded-method"),
-    )
-)
 
 
 def _header_name(value: str) -> str:
     if not _HEADER_NAME.match(value):
         raise ValueError(f"expected an HTTP header name (letters, digits, '-'), got {value!r}")
-    if value.lower().replace("_", "-") in _RESERVED_HEADERS:
-        raise ValueError(f"expected a header name the gateway does not set or strip itself, got {value!r}")
+    if (why := refused_as_identity_header(value)) is not None:
+        raise ValueError(f"expected a header name the gateway leaves to identities, got {value!r}: {why}")
     return value
 
 
