@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -20,15 +19,21 @@ from .errors import (
     TooManyRequests,
     Unauthenticated,
 )
-from .identity import Identity, token_digest
+from .identity import Identity, token_digest, well_formed_token
 from .ratelimit import FailedAuthLimiter
 
 log = logging.getLogger("gateway.auth")
 
-MAX_TOKEN_LENGTH = 255  # GitHub's documented maximum
-# RFC 6750 b64token
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _SCHEMES = frozenset({"bearer", "token"})
+
+
+def authorization(headers: CIMultiDictProxy[str]) -> str | None:
+    """The value of the one `Authorization` header, None when there is none; BadRequest for two
+    (which one would an upstream read?)."""
+    values = headers.getall("Authorization", ())
+    if len(values) > 1:
+        raise BadRequest("more than one Authorization header")
+    return values[0] if values else None
 
 
 def bearer_token(headers: CIMultiDictProxy[str]) -> str | None:
@@ -37,13 +42,11 @@ def bearer_token(headers: CIMultiDictProxy[str]) -> str | None:
     Raises BadRequest for two Authorization headers and InvalidToken for anything malformed, so that
     nothing malformed ever reaches GitHub.
     """
-    values = headers.getall("Authorization", ())
-    if not values:
+    value = authorization(headers)
+    if value is None:
         return None
-    if len(values) > 1:
-        raise BadRequest("more than one Authorization header")
-    scheme, _, token = values[0].partition(" ")
-    if scheme.lower() not in _SCHEMES or len(token) > MAX_TOKEN_LENGTH or not _B64TOKEN.fullmatch(token):
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() not in _SCHEMES or not well_formed_token(token):
         raise InvalidToken("the Authorization header is not a well-formed Bearer token")
     return token
 

@@ -69,9 +69,10 @@ import aiohttp
 from yarl import URL
 
 from . import __version__
+from .backoff import Backoff
 from .config import GitHubApp, GitHubConfig, UpstreamTokenConfig
 from .errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
-from .identity import LOGIN, MAX_ID, SCOPE, Identity
+from .identity import Identity, checked_identity, well_formed_token
 
 __all__ = ["API_VERSION", "MEDIA_TYPE", "USER_AGENT", "GitHubClient", "IssuedToken", "Observer"]
 
@@ -89,9 +90,6 @@ Observer = Callable[[str, int | None, float], None]
 """Told of every attempt: operation (GitHub's operationId), status (None: no answer), seconds."""
 
 _RETRY_BASE, _RETRY_CAP = 0.1, 1.0
-_BACKOFF_START, _BACKOFF_CAP = 1.0, 30.0
-_B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token
-_MAX_TOKEN = 255  # GitHub's documented maximum token length
 _PERMISSION = re.compile(r"[a-z0-9_]{1,100}")
 _LEVELS = frozenset({"read", "write", "admin"})
 _RETRYABLE = (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
@@ -139,29 +137,6 @@ class _Answer:
     body: object
 
 
-class _Breaker:
-    """Fail fast while GitHub is backed off: a window from 1s, doubling per failure, capped at 30s."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._failures = 0
-        self._until = 0.0
-
-    def remaining(self) -> float:
-        return max(0.0, self._until - self._clock()) if self._failures else 0.0
-
-    def failed(self, hint: float | None) -> float:
-        now = self._clock()
-        if now >= self._until:  # calls that fail inside an open window are the same failure
-            self._failures = min(self._failures + 1, 16)
-            window = min(_BACKOFF_CAP, _BACKOFF_START * 2.0 ** (self._failures - 1))
-            self._until = now + max(window, min(hint or 0.0, _BACKOFF_CAP))
-        return self._until - now
-
-    def succeeded(self) -> None:
-        self._failures, self._until = 0, 0.0
-
-
 class GitHubClient:
     """The OAuth Apps API of github.com or a GHES, on behalf of the apps of one `GitHubConfig`."""
 
@@ -188,7 +163,7 @@ class GitHubClient:
         self._slots = asyncio.Semaphore(config.max_concurrent_checks)
         self._waiting = 0
         self._max_waiting = config.max_concurrent_checks * WAITING_PER_SLOT
-        self._breaker = _Breaker(clock)
+        self._breaker = Backoff(clock)
         self._rejected = False  # the last answer was a 401 for an app's credentials
         self._legacy = config.check_method == "legacy"
 
@@ -551,24 +526,14 @@ def _identity(body: Mapping[str, object], client_id: str) -> Identity:
     user = body.get("user")
     if not isinstance(user, dict):
         raise _off_schema("user is not an object")
-    login = user.get("login")
-    if not isinstance(login, str) or not LOGIN.fullmatch(login):
-        raise _off_schema("user.login is not a GitHub login")
-    user_id = user.get("id")
-    if type(user_id) is not int or not 0 < user_id <= MAX_ID:
-        raise _off_schema("user.id is not a positive integer")
     if "scopes" not in body:
         raise _off_schema("scopes is missing")
     scopes = [] if body["scopes"] is None else body["scopes"]
-    if not isinstance(scopes, list) or not all(isinstance(s, str) and SCOPE.fullmatch(s) for s in scopes):
-        raise _off_schema("scopes is not a list of scope names")
-    return Identity(
-        login=login,
-        user_id=user_id,
-        scopes=tuple(scopes),
-        expires_at=_timestamp(body.get("expires_at")),
-        client_id=client_id,
-    )
+    expires_at = _timestamp(body.get("expires_at"))
+    try:
+        return checked_identity(user.get("login"), user.get("id"), scopes, expires_at, client_id)
+    except ValueError as exc:
+        raise _off_schema(str(exc)) from None
 
 
 def _checked(client_id: str, answer: _Answer) -> Identity | None:
@@ -592,7 +557,7 @@ def _issued(requested: tuple[str, ...] = (), *, scoped: bool) -> Callable[[str, 
             return None
         body = _authorization(answer)
         token = body.get("token")
-        if not isinstance(token, str) or len(token) > _MAX_TOKEN or not _B64TOKEN.fullmatch(token):
+        if not well_formed_token(token):
             raise _off_schema("token is not a token (a b64token of at most 255 characters)")
         identity = _identity(body, client_id)
         installation = body.get("installation")

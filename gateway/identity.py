@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 
 def token_digest(token: str) -> bytes:
@@ -18,10 +18,39 @@ def token_id(digest: bytes) -> str:
     return digest.hex()[:12]
 
 
+MAX_TOKEN_LENGTH = 255  # GitHub's documented maximum
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
+
+
+def well_formed_token(token: object) -> TypeGuard[str]:
+    """Whether `token` is one as GitHub issues them: an RFC 6750 b64token of at most 255 characters."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        return False
+    return _B64TOKEN.fullmatch(token) is not None
+
+
 # what GitHub's answers hold, as far as the gateway passes them on (identity headers)
 LOGIN = re.compile(r"[A-Za-z0-9._-]{1,100}")
 SCOPE = re.compile(r"[a-z0-9:_.-]{1,100}")
 MAX_ID = 2**63 - 1
+
+
+def checked_identity(
+    login: object, user_id: object, scopes: object, expires_at: float | None, client_id: str
+) -> Identity:
+    """An Identity from fields as GitHub's answers (or a shared cache) hold them.
+
+    Raises ValueError naming the field that is not what GitHub's answers hold: what reaches identity
+    headers must be (a login with CR/LF would be a header of the sender's choosing).
+    """
+    if not isinstance(login, str) or not LOGIN.fullmatch(login):
+        raise ValueError("user.login is not a GitHub login")
+    if type(user_id) is not int or not 0 < user_id <= MAX_ID:
+        raise ValueError("user.id is not a positive integer")
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and SCOPE.fullmatch(s) for s in scopes):
+        raise ValueError("scopes is not a list of scope names")
+    return Identity(login, user_id, tuple(scopes), expires_at, client_id)
+
 
 _SCOPE_SETS: dict[tuple[str, ...], tuple[str, ...]] = {}
 MAX_SCOPE_SETS = 4096

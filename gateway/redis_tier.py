@@ -11,7 +11,7 @@ an identity that another deployment's apps vouched for.
 
 Redis is an accelerator, never a dependency: a command that fails or takes longer than
 `TIMEOUT` counts as a miss, and Redis is then left alone for a backoff that doubles up to
-`MAX_BACKOFF`, so an outage costs one timeout, not one per request. A replica whose subscription
+30 s, so an outage costs one timeout, not one per request. A replica whose subscription
 drops may miss a revocation; when it subscribes again it is told to forget its in-process tier. A
 logout Redis could not be told of is delivered again, in the background, once it answers.
 
@@ -35,15 +35,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from .backoff import START, Backoff
 from .config import CacheConfig, GitHubConfig
-from .identity import LOGIN, MAX_ID, SCOPE, Identity, token_id
+from .identity import Identity, checked_identity, token_id
 from .metrics import CACHE_LOOKUPS
 
 log = logging.getLogger("gateway.redis")
 
 TIMEOUT = 0.5  # seconds for a connection or a command (or to wait for a free connection)
 MAX_CONNECTIONS = 64  # per process, the subscription's included
-MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
 HEALTH_CHECK = 5  # seconds of silence on the subscription before it is pinged
 POLL = 0.02  # seconds between two looks at Redis while another process asks GitHub
 MAX_RETRY_WAIT = 1.0  # seconds: room for the GitHub client's backoff between retries
@@ -87,22 +87,14 @@ def _decode(raw: bytes, client_ids: frozenset[str]) -> tuple[Identity | None, fl
         raise ValueError("fresh_until and keep_until are not times")
     if "login" not in fields:
         return None, fresh_until, keep_until
-    login, user_id, scopes = fields["login"], fields["id"], fields["scopes"]
     expires_at, client_id = fields["expires_at"], fields["client_id"]
+    if not (expires_at is None or type(expires_at) in (int, float)):
+        raise ValueError("expires_at is not a time")
+    if not (isinstance(client_id, str) and client_id in client_ids):
+        raise ValueError("client_id is not a configured app's")
     # SECURITY: what reaches identity headers is held to what the GitHub client accepts from GitHub
-    if not (
-        isinstance(login, str)
-        and LOGIN.fullmatch(login)
-        and type(user_id) is int
-        and 0 < user_id <= MAX_ID
-        and isinstance(scopes, list)
-        and all(isinstance(s, str) and SCOPE.fullmatch(s) for s in scopes)
-        and (expires_at is None or type(expires_at) in (int, float))
-        and isinstance(client_id, str)
-        and client_id in client_ids
-    ):
-        raise ValueError("an identity field is not what GitHub's answers hold")
-    return Identity(login, user_id, tuple(scopes), expires_at, client_id), fresh_until, keep_until
+    identity = checked_identity(fields["login"], fields["id"], fields["scopes"], expires_at, client_id)
+    return identity, fresh_until, keep_until
 
 
 class RedisTier:
@@ -137,8 +129,7 @@ class RedisTier:
         # a process may serve an identity this long after it was checked: a logout matters that long
         self._matters_for = cache.ttl + cache.stale_if_error
         self._wall_clock = wall_clock
-        self._backoff = 0.0
-        self._resting_until = 0.0
+        self._rest = Backoff()  # Redis is left alone this long after a command failed
         # logouts Redis missed: digest -> the wall time until which they matter
         self._undelivered: dict[bytes, float] = {}
         self._redelivery: asyncio.Task[None] | None = None
@@ -239,7 +230,7 @@ class RedisTier:
         """Deliver the logouts Redis missed, as soon as it answers again, while they still matter."""
         try:
             while self._undelivered:
-                await asyncio.sleep(max(self._backoff, MIN_BACKOFF))  # Redis' rest, then try again
+                await asyncio.sleep(max(self._rest.remaining(), START))  # Redis' rest, then try again
                 for digest, until in list(self._undelivered.items()):
                     if until > self._wall_clock():  # else every process has forgotten the token by now
                         if not await self._deliver(digest):
@@ -251,27 +242,24 @@ class RedisTier:
 
     async def _command(self, command: Callable[[redis.Redis], Awaitable[Any]]) -> Any:
         """Run a command; `_FAILED` (and a rest from Redis) when it fails."""
-        now = time.monotonic()
-        if now < self._resting_until:
+        if self._rest.remaining() > 0:
             return _FAILED
         try:
             result = await command(self._redis)
         except (RedisError, OSError) as exc:
-            first = self._backoff == 0
-            self._backoff = min(MAX_BACKOFF, max(MIN_BACKOFF, self._backoff * 2))
-            self._resting_until = now + self._backoff
-            if first:
+            if not self._rest.failing:
                 log.warning("redis unavailable, using the in-process cache and GitHub: %s", _reason(exc))
+            self._rest.failed()
             return _FAILED
-        if self._backoff:
+        if self._rest.failing:
             log.info("redis available again")
-            self._backoff = 0.0
+            self._rest.succeeded()
         return result
 
     async def listen(self, revoked: Callable[[bytes], None], resubscribed: Callable[[], None]) -> None:
         """Follow the revocation channel until cancelled: `revoked(digest)` for each revocation,
         `resubscribed()` each time the subscription (re)starts, as revocations may have been missed."""
-        backoff = MIN_BACKOFF
+        rest = Backoff()
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
@@ -282,17 +270,17 @@ class RedisTier:
                             continue
                         if message["type"] == "subscribe":
                             resubscribed()
-                            backoff = MIN_BACKOFF
+                            rest.succeeded()
                         elif message["type"] == "message":
                             digest = _digest(message["data"])
                             if digest is not None:
                                 revoked(digest)
             except (RedisError, OSError) as exc:
+                wait = rest.failed()
                 log.warning(
-                    "redis: the revocation channel dropped, retrying in %.0fs: %s", backoff, _reason(exc)
+                    "redis: the revocation channel dropped, retrying in %.0fs: %s", wait, _reason(exc)
                 )
-            await asyncio.sleep(backoff)
-            backoff = min(MAX_BACKOFF, backoff * 2)
+                await asyncio.sleep(wait)
 
     async def close(self) -> None:
         if self._redelivery is not None:
