@@ -29,6 +29,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from . import linewriter
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by `gateway serve` (cli.py) for workers
 
 REQUESTS = Counter(
@@ -57,6 +59,11 @@ GITHUB_SECONDS = Histogram(
 )
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Upstream failures, by route and kind.", ["route", "kind"]
+)
+LOG_LINES_DROPPED = Counter(
+    "gateway_log_lines_dropped_total",
+    "Log lines dropped because their stream could not keep up: stdout (the access log) or stderr.",
+    ["stream"],
 )
 GITHUB_LAST_SUCCESS = Gauge(
     "gateway_github_last_success_timestamp_seconds",
@@ -119,6 +126,10 @@ class Tally:
 
 
 TALLY = Tally()
+
+# from the writers' own threads too: a prometheus-client sample is safe to increment from any thread
+linewriter.STDOUT.count_drops(LOG_LINES_DROPPED.labels("stdout").inc)
+linewriter.STDERR.count_drops(LOG_LINES_DROPPED.labels("stderr").inc)
 
 # refusals that are authentication or policy decisions, by their DESIGN §4 error code
 _DECIDED = frozenset(
