@@ -16,6 +16,8 @@ import orjson
 from . import linewriter
 from .linewriter import LineWriter
 
+UPSTREAM_CUT = "upstream_cut"  # `error`: the upstream broke off mid-body; the client's connection was cut
+
 
 @dataclass(slots=True)
 class AccessRecord:
@@ -31,7 +33,8 @@ class AccessRecord:
     user: str | None = None
     token_id: str | None = None
     upstream_status: int | None = None
-    bytes: int = 0
+    bytes: int = 0  # body bytes sent to the client
+    error: str | None = None  # what went wrong once the answer had begun (UPSTREAM_CUT)
 
 
 class AccessLog:
@@ -65,6 +68,7 @@ class AccessLog:
             "token_id": record.token_id,
             "upstream_status": record.upstream_status,
             "bytes": record.bytes,
+            "error": record.error,
         }
         try:
             self._pending.append(orjson.dumps(line))

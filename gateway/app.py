@@ -98,9 +98,13 @@ class Gateway:
             seconds = time.perf_counter() - started
             record.duration_ms = round(seconds * 1000, 3)
         record.status = response.status
-        record.bytes = response.body_length
+        if isinstance(response, web.Response) and request.method != "HEAD":
+            # aiohttp writes it once this returns; a streamed answer has counted what it wrote
+            record.bytes = len(response.body) if isinstance(response.body, bytes) else 0
         self.access_log.write(record)
-        metrics.observe_request(record.route, response.status, seconds, record.user is not None, refused)
+        metrics.observe_request(
+            record.route, response.status, seconds, record.user is not None, refused, record.error
+        )
         return response
 
     async def _dispatch(self, request: web.BaseRequest, record: AccessRecord) -> web.StreamResponse:
@@ -128,7 +132,7 @@ class Gateway:
         target = route.upstream_target(path, query)
         if _is_websocket(request):
             return await self.forwarder.websocket(request, route, target, headers)
-        response = await self.forwarder.forward(request, route, target, headers)
+        response = await self.forwarder.forward(request, route, target, headers, record)
         record.upstream_status = response.status
         return response
 

@@ -30,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import linewriter
+from .accesslog import UPSTREAM_CUT
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by `gateway serve` (cli.py) for workers
 
@@ -142,16 +143,23 @@ _DECIDED = frozenset(
         "github_unavailable",
     }
 )
-_UPSTREAM_FAILURES = {"bad_gateway": "unreachable", "gateway_timeout": "timeout"}
+# upstream failures by a refusal's code, or by the access log's `error` when the answer had begun
+_UPSTREAM_FAILURES = {"bad_gateway": "unreachable", "gateway_timeout": "timeout", UPSTREAM_CUT: "cut"}
 _ALLOWED = AUTH_DECISIONS.labels("allowed")
 _ANONYMOUS = AUTH_DECISIONS.labels("anonymous")
 _by_route: dict[tuple[str, int], tuple[Any, Any]] = {}  # children bound once, not per request
 
 
 def observe_request(
-    route: str | None, status: int, seconds: float, identified: bool, refused: str | None
+    route: str | None,
+    status: int,
+    seconds: float,
+    identified: bool,
+    refused: str | None,
+    error: str | None = None,
 ) -> None:
-    """Count one answered request: by route and code, its duration, and the decision behind it."""
+    """Count one answered request: by route and code, its duration, the decision behind it, and an
+    upstream failure: a refusal's code (`refused`), or the access log's `error` once the answer began."""
     key = (route or "", status)
     bound = _by_route.get(key)
     if bound is None:
@@ -165,6 +173,8 @@ def observe_request(
         AUTH_DECISIONS.labels(refused).inc()
     elif refused in _UPSTREAM_FAILURES:
         UPSTREAM_ERRORS.labels(route or "", _UPSTREAM_FAILURES[refused]).inc()
+    if error is not None:
+        UPSTREAM_ERRORS.labels(route or "", _UPSTREAM_FAILURES[error]).inc()
 
 
 def github_observer(endpoint: str, status: int | None, seconds: float) -> None:

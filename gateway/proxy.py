@@ -20,6 +20,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from .accesslog import UPSTREAM_CUT, AccessRecord
 from .config import Config
 from .errors import BadGateway, GatewayTimeout, PayloadTooLarge
 from .identity import Identity
@@ -268,8 +269,10 @@ class Forwarder:
         route: CompiledRoute,
         target: str,
         headers: CIMultiDict[str],
+        record: AccessRecord,
     ) -> web.StreamResponse:
-        """Forward one request and stream the answer back; 502/504 when the upstream fails."""
+        """Forward one request and stream the answer back; 502/504 when the upstream fails. What the
+        answer's body came to, and an answer cut short, go to `record`."""
         body = self._body(request)
         try:
             # the upstream gets exactly the path and query that were authorized
@@ -281,7 +284,7 @@ class Forwarder:
         except (aiohttp.ClientError, OSError) as exc:
             raise BadGateway("the upstream could not be reached") from exc
         try:
-            return await self._relay(request, answer)
+            return await self._relay(request, answer, record)
         finally:
             answer.release()
 
@@ -305,7 +308,9 @@ class Forwarder:
 
         return chunks()
 
-    async def _relay(self, request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
+    async def _relay(
+        self, request: web.BaseRequest, answer: Answer, record: AccessRecord
+    ) -> web.StreamResponse:
         message = answer.message
         headers = message.headers
         length = int(headers["Content-Length"]) if "Content-Length" in headers else None
@@ -326,10 +331,13 @@ class Forwarder:
         try:
             async for chunk in answer.body.iter_any():
                 await response.write(chunk)
+                record.bytes += len(chunk)
         except (aiohttp.ClientError, TimeoutError):
-            # headers are gone already: the only honest signal left is a cut connection
-            if request.transport is not None:
-                request.transport.close()
+            transport = request.transport
+            if transport is not None and not transport.is_closing():  # not the client: the upstream
+                record.error = UPSTREAM_CUT
+                # headers are gone already: the only honest signal left is a cut connection
+                transport.close()
             return response
         await response.write_eof()
         return response
