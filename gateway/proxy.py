@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -80,6 +81,9 @@ _WS_SKIP = frozenset(
 SMALL_BODY = 1 << 16  # answers up to this size (with a Content-Length) are relayed in one write
 _NO_AUTO_HEADERS = CIMultiDict[None]((name, None) for name in ("Content-Type",))
 MAX_UPSTREAM_CONNECTIONS = 1000
+_QUERY = re.compile(r"\?[^\s'\"]*")  # a query string in an error's text (aiohttp's errors quote URLs)
+
+log = logging.getLogger("gateway")
 
 
 class _ProxyRequest(aiohttp.ClientRequest):
@@ -280,13 +284,31 @@ class Forwarder:
                 self._origin(route), request.method, target, headers, body, patience=route.route.timeout
             )
         except TimeoutError as exc:
+            self._warn(route, "did not answer in time", exc)
             raise GatewayTimeout("the upstream did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
+            self._warn(route, "could not be reached", exc)
             raise BadGateway("the upstream could not be reached") from exc
         try:
-            return await self._relay(request, answer, record)
+            return await self._relay(request, route, answer, record)
         finally:
             answer.release()
+
+    def _warn(self, route: CompiledRoute, what: str, exc: BaseException) -> None:
+        """One line on stderr saying why an upstream failed: the route, the upstream's origin, and the
+        exception's type and text with any query string withheld; never a header value."""
+        origin = self._origin(route)
+        # SECURITY: aiohttp's errors quote the URL, and a caller's query string may hold a secret
+        cause = _QUERY.sub("?…", str(exc))
+        log.warning(
+            "upstream %s://%s of route %s %s: %s%s",
+            origin.scheme,
+            origin.host_header,
+            route.route.path,
+            what,
+            type(exc).__name__,
+            f": {cause}" if cause else "",
+        )
 
     def _body(self, request: web.BaseRequest) -> AsyncIterator[bytes] | None:
         if not request.body_exists:
@@ -309,7 +331,7 @@ class Forwarder:
         return chunks()
 
     async def _relay(
-        self, request: web.BaseRequest, answer: Answer, record: AccessRecord
+        self, request: web.BaseRequest, route: CompiledRoute, answer: Answer, record: AccessRecord
     ) -> web.StreamResponse:
         message = answer.message
         headers = message.headers
@@ -319,6 +341,7 @@ class Forwarder:
             try:
                 body = await answer.body.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
+                self._warn(route, "broke off its answer", exc)
                 raise BadGateway("the upstream broke off its answer") from exc
             return web.Response(
                 status=message.code, reason=message.reason, headers=response_headers(headers), body=body
@@ -332,9 +355,10 @@ class Forwarder:
             async for chunk in answer.body.iter_any():
                 await response.write(chunk)
                 record.bytes += len(chunk)
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, TimeoutError) as exc:
             transport = request.transport
             if transport is not None and not transport.is_closing():  # not the client: the upstream
+                self._warn(route, "broke off its answer mid-body", exc)
                 record.error = UPSTREAM_CUT
                 # headers are gone already: the only honest signal left is a cut connection
                 transport.close()
@@ -358,8 +382,10 @@ class Forwarder:
                 url, headers=headers, protocols=protocols, timeout=aiohttp.ClientWSTimeout(ws_receive=None)
             )
         except TimeoutError as exc:
+            self._warn(route, "did not answer in time", exc)
             raise GatewayTimeout("the upstream did not answer in time") from exc
         except aiohttp.ClientError as exc:
+            self._warn(route, "refused the WebSocket", exc)
             raise BadGateway("the upstream refused the WebSocket") from exc
         async with upstream:
             client = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else ())

@@ -1,9 +1,10 @@
-"""What the logs say about an answer: the body bytes the client got, and an answer the upstream cut
-short (DESIGN §7)."""
+"""What the logs say about an answer: the body bytes the client got, an answer the upstream cut short,
+and why a 502 or 504 happened (DESIGN §7)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -79,7 +80,7 @@ async def cutting() -> AsyncIterator[str]:
 
 
 async def test_an_answer_the_upstream_cuts_short_is_logged_and_counted_as_cut(
-    start_gateway: GatewayFactory, cutting: str
+    start_gateway: GatewayFactory, cutting: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = await start_gateway(routes=[{"path": "/cut", "upstream": cutting, "auth": "none"}])
     before = value("gateway_upstream_errors_total", route="/cut", kind="cut")
@@ -89,3 +90,38 @@ async def test_an_answer_the_upstream_cuts_short_is_logged_and_counted_as_cut(
     [line] = gateway.log_lines()
     assert (line["status"], line["error"], line["bytes"]) == (200, "upstream_cut", len(body))
     assert value("gateway_upstream_errors_total", route="/cut", kind="cut") - before == 1
+    [warning] = [r for r in caplog.records if r.name == "gateway" and r.levelno == logging.WARNING]
+    assert "route /cut broke off its answer mid-body: ClientPayloadError" in warning.getMessage()
+    assert cutting.removeprefix("http://") in warning.getMessage()
+
+
+async def test_a_502_and_a_504_say_on_stderr_which_upstream_failed_and_why(
+    start_gateway: GatewayFactory, unused_tcp_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    never = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await never.wait()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    slow = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server:
+        gateway = await start_gateway(
+            routes=[
+                {"path": "/gone", "upstream": f"http://127.0.0.1:{unused_tcp_port}", "auth": "none"},
+                {"path": "/slow", "upstream": f"http://{slow}", "auth": "none", "timeout": "300ms"},
+            ]
+        )
+        assert (await gateway.client.get("/gone/x?q=1")).status == 502
+        assert (await gateway.client.get("/slow/x")).status == 504
+        never.set()
+    unreachable, timed_out = (
+        r.getMessage() for r in caplog.records if r.name == "gateway" and r.levelno == logging.WARNING
+    )
+    assert unreachable.startswith(
+        f"upstream http://127.0.0.1:{unused_tcp_port} of route /gone could not be reached: "
+        "ClientConnectionError: cannot connect to the upstream: "
+    )
+    assert timed_out.startswith(f"upstream http://{slow} of route /slow did not answer in time: ")
+    assert "Timeout" in timed_out  # aiohttp's SocketTimeoutError, saying it timed out reading
