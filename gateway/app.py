@@ -333,6 +333,18 @@ class _Connection(RequestHandler):
         return refusal_response(refusal)
 
 
+class _WithoutArguments(logging.Filter):
+    """Logs a record's message as written, its arguments withheld."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg, record.args = f"{record.msg} [arguments withheld: they are what a client sent]", ()
+        return True
+
+
+_WITHOUT_ARGUMENTS = _WithoutArguments()
+
+
 class _Server(web.Server):
     def __call__(self) -> RequestHandler:
         return _Connection(self, loop=self._loop, **self._kwargs)
@@ -343,4 +355,7 @@ def make_server(
 ) -> web.Server:
     """aiohttp's low-level server with every request going to `handler` (no router to bypass), and
     `header_timeout` (`server.header_timeout`) as each request head's deadline."""
+    # SECURITY: aiohttp's websocket logger quotes the protocols a client offers (Sec-WebSocket-Protocol),
+    # and Kubernetes clients send their token as one: "base64url.bearer.authorization.k8s.io.<token>"
+    logging.getLogger("aiohttp.websocket").addFilter(_WITHOUT_ARGUMENTS)  # added once: the same filter
     return _Server(handler, header_timeout=header_timeout, **HANDLER_ARGS)
