@@ -418,6 +418,8 @@ async def test_a_stalled_stdout_holds_up_no_request_and_every_line_is_written_or
 async def test_the_access_log_buffered_behind_a_slow_stdout_is_written_before_the_gateway_exits(
     served: tuple[str, FakeGitHub, subprocess.Popen[bytes]],
 ) -> None:
+    """The reader comes back only once SIGTERM has been sent: what the gateway buffered meanwhile still
+    reaches it before the process ends."""
     url, github, proc = served
     assert proc.stdout is not None
     token = github.add_token("alice", 7)
