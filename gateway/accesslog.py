@@ -1,16 +1,22 @@
-"""One JSON line per request on stdout (DESIGN §7). Never a token, never an Authorization value."""
+"""One JSON line per request on stdout, and the gateway's own records as JSON lines on stderr (DESIGN
+§7), both through a `LineWriter`: a line never waits for its stream. Never a token, never an
+Authorization value.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass
-from typing import TextIO
 
 import orjson
+
+from . import linewriter
+from .linewriter import LineWriter
+
+UPSTREAM_CUT = "upstream_cut"  # `error`: the upstream broke off mid-body; the client's connection was cut
 
 
 @dataclass(slots=True)
@@ -27,17 +33,19 @@ class AccessRecord:
     user: str | None = None
     token_id: str | None = None
     upstream_status: int | None = None
-    bytes: int = 0
+    bytes: int = 0  # body bytes sent to the client
+    error: str | None = None  # what went wrong once the answer had begun (UPSTREAM_CUT)
 
 
 class AccessLog:
-    """Writes access records as JSON lines, off the request path: lines are gathered and written
-    together at most `flush_interval` seconds later (and on `flush`), one write for many requests."""
+    """Writes access records as JSON lines, off the request path: lines are gathered and handed to
+    `writer` (stdout's by default) together at most `flush_interval` seconds later (and on `flush`),
+    one hand-over and one write for many requests."""
 
-    def __init__(self, stream: TextIO | None = None, *, flush_interval: float = 0.1) -> None:
-        self._stream = stream or sys.stdout
+    def __init__(self, writer: LineWriter | None = None, *, flush_interval: float = 0.1) -> None:
+        self._writer = writer or linewriter.STDOUT
         self._interval = flush_interval
-        self._pending: list[str] = []
+        self._pending: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
         self._second = -1
         self._stamp = ""
@@ -60,23 +68,23 @@ class AccessLog:
             "token_id": record.token_id,
             "upstream_status": record.upstream_status,
             "bytes": record.bytes,
+            "error": record.error,
         }
         try:
-            self._pending.append(orjson.dumps(line).decode())
+            self._pending.append(orjson.dumps(line))
         except orjson.JSONEncodeError:  # a lone surrogate (bytes that were not UTF-8): escaped instead
-            self._pending.append(_encode(line))
+            self._pending.append(_encode(line).encode())
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._interval, self.flush)
 
     def flush(self) -> None:
-        """Write every queued line now."""
+        """Hand every queued line to the writer now."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._pending:
             lines, self._pending = self._pending, []
-            self._stream.write("\n".join(lines) + "\n")
-            self._stream.flush()
+            self._writer.put(lines)
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -98,9 +106,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
+class _StderrHandler(logging.Handler):
+    """Hands each record, as a JSON line, to stderr's writer: a record never waits for stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record).encode()
+        except Exception:  # what logging.StreamHandler does with a record it cannot format
+            self.handleError(record)
+            return
+        linewriter.STDERR.put((line,))
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Send the gateway's own log records to stderr as JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

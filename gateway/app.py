@@ -101,9 +101,13 @@ class Gateway:
             seconds = time.perf_counter() - started
             record.duration_ms = round(seconds * 1000, 3)
         record.status = response.status
-        record.bytes = response.body_length
+        if isinstance(response, web.Response) and request.method != "HEAD":
+            # aiohttp writes it once this returns; a streamed answer has counted what it wrote
+            record.bytes = len(response.body) if isinstance(response.body, bytes) else 0
         self.access_log.write(record)
-        metrics.observe_request(record.route, response.status, seconds, record.user is not None, refused)
+        metrics.observe_request(
+            record.route, response.status, seconds, record.user is not None, refused, record.error
+        )
         return response
 
     async def _dispatch(self, request: web.BaseRequest, record: AccessRecord) -> web.StreamResponse:
@@ -131,7 +135,7 @@ class Gateway:
         target = route.upstream_target(path, query)
         if _is_websocket(request):
             return await self.forwarder.websocket(request, route, target, headers)
-        response = await self.forwarder.forward(request, route, target, headers)
+        response = await self.forwarder.forward(request, route, target, headers, record)
         record.upstream_status = response.status
         return response
 
@@ -360,6 +364,18 @@ class _Connection(RequestHandler):
         return refusal_response(refusal)
 
 
+class _WithoutArguments(logging.Filter):
+    """Logs a record's message as written, its arguments withheld."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg, record.args = f"{record.msg} [arguments withheld: they are what a client sent]", ()
+        return True
+
+
+_WITHOUT_ARGUMENTS = _WithoutArguments()
+
+
 class _Server(web.Server):
     def __call__(self) -> RequestHandler:
         return _Connection(self, loop=self._loop, **self._kwargs)
@@ -370,4 +386,7 @@ def make_server(
 ) -> web.Server:
     """aiohttp's low-level server with every request going to `handler` (no router to bypass), and
     `header_timeout` (`server.header_timeout`) as each request head's deadline."""
+    # SECURITY: aiohttp's websocket logger quotes the protocols a client offers (Sec-WebSocket-Protocol),
+    # and Kubernetes clients send their token as one: "base64url.bearer.authorization.k8s.io.<token>"
+    logging.getLogger("aiohttp.websocket").addFilter(_WITHOUT_ARGUMENTS)  # added once: the same filter
     return _Server(handler, header_timeout=header_timeout, **HANDLER_ARGS)

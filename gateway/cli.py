@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from . import __version__, config, fake_github, token_cli
+from . import __version__, config, fake_github, linewriter, token_cli
 from .accesslog import configure_logging
 from .errors import ConfigError
 
@@ -78,6 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.disable(logging.CRITICAL)
         return token_cli.run(args)
     configure_logging()
+    try:
+        return _serving(args)
+    finally:
+        linewriter.drain()  # what stdout and stderr have buffered is written before the process ends
+
+
+def _serving(args: argparse.Namespace) -> int:
+    """The commands that serve until they are stopped, logging as they go."""
     if args.command == "fake-github":
         return fake_github.run(args)
     try:

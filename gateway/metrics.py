@@ -29,6 +29,9 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from . import linewriter
+from .accesslog import UPSTREAM_CUT
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by `gateway serve` (cli.py) for workers
 
 REQUESTS = Counter(
@@ -57,6 +60,11 @@ GITHUB_SECONDS = Histogram(
 )
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Upstream failures, by route and kind.", ["route", "kind"]
+)
+LOG_LINES_DROPPED = Counter(
+    "gateway_log_lines_dropped_total",
+    "Log lines dropped because their stream could not keep up: stdout (the access log) or stderr.",
+    ["stream"],
 )
 GITHUB_LAST_SUCCESS = Gauge(
     "gateway_github_last_success_timestamp_seconds",
@@ -120,6 +128,10 @@ class Tally:
 
 TALLY = Tally()
 
+# from the writers' own threads too: a prometheus-client sample is safe to increment from any thread
+linewriter.STDOUT.count_drops(LOG_LINES_DROPPED.labels("stdout").inc)
+linewriter.STDERR.count_drops(LOG_LINES_DROPPED.labels("stderr").inc)
+
 # refusals that are authentication or policy decisions, by their DESIGN §4 error code
 _DECIDED = frozenset(
     {
@@ -131,16 +143,23 @@ _DECIDED = frozenset(
         "github_unavailable",
     }
 )
-_UPSTREAM_FAILURES = {"bad_gateway": "unreachable", "gateway_timeout": "timeout"}
+# upstream failures by a refusal's code, or by the access log's `error` when the answer had begun
+_UPSTREAM_FAILURES = {"bad_gateway": "unreachable", "gateway_timeout": "timeout", UPSTREAM_CUT: "cut"}
 _ALLOWED = AUTH_DECISIONS.labels("allowed")
 _ANONYMOUS = AUTH_DECISIONS.labels("anonymous")
 _by_route: dict[tuple[str, int], tuple[Any, Any]] = {}  # children bound once, not per request
 
 
 def observe_request(
-    route: str | None, status: int, seconds: float, identified: bool, refused: str | None
+    route: str | None,
+    status: int,
+    seconds: float,
+    identified: bool,
+    refused: str | None,
+    error: str | None = None,
 ) -> None:
-    """Count one answered request: by route and code, its duration, and the decision behind it."""
+    """Count one answered request: by route and code, its duration, the decision behind it, and an
+    upstream failure: a refusal's code (`refused`), or the access log's `error` once the answer began."""
     key = (route or "", status)
     bound = _by_route.get(key)
     if bound is None:
@@ -154,6 +173,8 @@ def observe_request(
         AUTH_DECISIONS.labels(refused).inc()
     elif refused in _UPSTREAM_FAILURES:
         UPSTREAM_ERRORS.labels(route or "", _UPSTREAM_FAILURES[refused]).inc()
+    if error is not None:
+        UPSTREAM_ERRORS.labels(route or "", _UPSTREAM_FAILURES[error]).inc()
 
 
 def github_observer(endpoint: str, status: int | None, seconds: float) -> None:

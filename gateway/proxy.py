@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from .accesslog import UPSTREAM_CUT, AccessRecord
 from .errors import BadGateway, GatewayTimeout, PayloadTooLarge
 from .headers import WEBSOCKET_HANDSHAKE, HeaderRules, fold, response_headers
 from .policy import CompiledRoute
@@ -25,6 +28,9 @@ _NO_AUTO_HEADERS = CIMultiDict[None]((name, None) for name in ("Content-Type",))
 MAX_UPSTREAM_CONNECTIONS = 1000
 LINGER = 5.0  # seconds an early answer's connection goes on reading (and dropping) the caller's upload
 LINGER_POLL = 0.25  # how soon a caller that went away meanwhile is noticed
+_QUERY = re.compile(r"\?[^\s'\"]*")  # a query string in an error's text (aiohttp's errors quote URLs)
+
+log = logging.getLogger("gateway")
 
 
 class _ProxyRequest(aiohttp.ClientRequest):
@@ -81,8 +87,10 @@ class Forwarder:
         route: CompiledRoute,
         target: str,
         headers: CIMultiDict[str],
+        record: AccessRecord,
     ) -> web.StreamResponse:
-        """Forward one request and stream the answer back; 502/504 when the upstream fails."""
+        """Forward one request and stream the answer back; 502/504 when the upstream fails. What the
+        answer's body came to, and an answer cut short, go to `record`."""
         body = self._body(request)
         try:
             # the upstream gets exactly the path and query that were authorized
@@ -90,13 +98,48 @@ class Forwarder:
                 self._origin(route), request.method, target, headers, body, patience=route.route.timeout
             )
         except TimeoutError as exc:
+            self._warn(route, "did not answer in time", exc)
             raise GatewayTimeout("the upstream did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
+            self._warn(route, "could not be reached", exc)
             raise BadGateway("the upstream could not be reached") from exc
         try:
-            return await self._relay(request, answer)
+            return await self._relay(request, route, answer, record)
         finally:
             answer.release()
+
+    def _warn(self, route: CompiledRoute, what: str, exc: BaseException) -> None:
+        """One line on stderr saying why an upstream failed: the route, the upstream's origin, and the
+        exception's type and text with any query string withheld; never a header value."""
+        origin = self._origin(route)
+        # SECURITY: aiohttp's errors quote the URL, and a caller's query string may hold a secret
+        cause = _QUERY.sub("?…", str(exc))
+        log.warning(
+            "upstream %s://%s of route %s %s: %s%s",
+            origin.scheme,
+            origin.host_header,
+            route.route.path,
+            what,
+            type(exc).__name__,
+            f": {cause}" if cause else "",
+        )
+
+    def _cut(
+        self,
+        request: web.BaseRequest,
+        route: CompiledRoute,
+        response: web.StreamResponse,
+        record: AccessRecord,
+        cause: BaseException,
+    ) -> web.StreamResponse:
+        """The upstream broke off mid-body (or the client left, and there is nothing to tell)."""
+        transport = request.transport
+        if transport is not None and not transport.is_closing():  # not the client: the upstream
+            self._warn(route, "broke off its answer mid-body", cause)
+            record.error = UPSTREAM_CUT
+            # headers are gone already: the only honest signal left is a cut connection
+            transport.close()
+        return response
 
     def _body(self, request: web.BaseRequest) -> AsyncIterator[bytes] | None:
         if not request.body_exists:
@@ -118,7 +161,9 @@ class Forwarder:
 
         return chunks()
 
-    async def _relay(self, request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
+    async def _relay(
+        self, request: web.BaseRequest, route: CompiledRoute, answer: Answer, record: AccessRecord
+    ) -> web.StreamResponse:
         message = answer.message
         headers = message.headers
         length = int(headers["Content-Length"]) if "Content-Length" in headers else None
@@ -128,6 +173,7 @@ class Forwarder:
             try:
                 body = await answer.body.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
+                self._warn(route, "broke off its answer", exc)
                 raise BadGateway("the upstream broke off its answer") from exc
             response = _RelayedBody(
                 status=message.code, reason=message.reason, headers=response_headers(headers), body=body
@@ -144,10 +190,11 @@ class Forwarder:
         try:
             async for chunk in answer.body.iter_any():
                 await response.write(chunk)
-        except (aiohttp.ClientError, TimeoutError):
-            return _cut(request, response)
-        if answer.cut:
-            return _cut(request, response)
+                record.bytes += len(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return self._cut(request, route, response, record, exc)
+        if answer.cut:  # an answer delimited by the connection's close, ended by a reset instead
+            return self._cut(request, route, response, record, ConnectionResetError("reset mid-body"))
         await response.write_eof()
         if answer.early:  # the rest of the caller's body was never sent on
             await _linger(request)
@@ -169,8 +216,10 @@ class Forwarder:
                 url, headers=headers, protocols=protocols, timeout=aiohttp.ClientWSTimeout(ws_receive=None)
             )
         except TimeoutError as exc:
+            self._warn(route, "did not answer in time", exc)
             raise GatewayTimeout("the upstream did not answer in time") from exc
         except aiohttp.ClientError as exc:
+            self._warn(route, "refused the WebSocket", exc)
             raise BadGateway("the upstream refused the WebSocket") from exc
         async with upstream:
             client = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else ())
@@ -213,13 +262,6 @@ async def _linger(request: web.BaseRequest) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(content.readany(), min(left, LINGER_POLL))
     request.protocol.force_close()
-
-
-def _cut(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
-    # headers are gone already: the only honest signal left is a cut connection
-    if request.transport is not None:
-        request.transport.close()
-    return response
 
 
 async def _pump_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:

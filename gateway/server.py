@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import linewriter
 from .admin import Readiness, admin_app
 from .app import Gateway, make_server, open_gateway
 from .config import Config, load
@@ -163,7 +164,10 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
 def _worker(path: Path, config: Config, sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which passes SIGTERM on
     _install_uvloop()
-    asyncio.run(_serve(path, config, sock))
+    try:
+        asyncio.run(_serve(path, config, sock))
+    finally:
+        linewriter.drain()  # a worker ends with os._exit, without returning to the command's own drain
 
 
 def serve(path: Path, config: Config) -> None:

@@ -22,6 +22,7 @@ from gateway.app import make_server, open_gateway
 from gateway.config import Config
 from gateway.echo import echo_app
 from gateway.fake_github import FakeGitHub
+from gateway.linewriter import LineWriter
 
 CLIENT_ID = "Iv1.8a61f9b3a7aba766"
 CLIENT_SECRET = "test-secret-0123456789"
@@ -110,11 +111,17 @@ class Gateway:
     """A running gateway (`app`, its client) and what it logged."""
 
     def __init__(
-        self, app: GatewayApp, client: TestClient[web.BaseRequest, None], log: AccessLog, out: io.StringIO
+        self,
+        app: GatewayApp,
+        client: TestClient[web.BaseRequest, None],
+        log: AccessLog,
+        writer: LineWriter,
+        out: io.BytesIO,
     ) -> None:
         self.app = app
         self.client = client
         self._log = log
+        self._writer = writer
         self._out = out
 
     @property
@@ -128,7 +135,8 @@ class Gateway:
 
     def log_text(self) -> str:
         self._log.flush()
-        return self._out.getvalue()
+        assert self._writer.drain(5), "the access log was not written within 5 s"
+        return self._out.getvalue().decode()
 
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
@@ -143,10 +151,11 @@ async def start_gateway(
 
         async def start(**overrides: Any) -> Gateway:
             config = Config.model_validate(base_config(world, **overrides))
-            out = io.StringIO()
-            log = AccessLog(out)
+            out = io.BytesIO()
+            writer = LineWriter(out.write, name="access-log")
+            log = AccessLog(writer)
             gateway = await stack.enter_async_context(open_gateway(config, access_log=log, clock=world.clock))
-            return Gateway(gateway, await aiohttp_client(GatewayTestServer(gateway)), log, out)
+            return Gateway(gateway, await aiohttp_client(GatewayTestServer(gateway)), log, writer, out)
 
         yield start
 

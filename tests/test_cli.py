@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -114,7 +116,10 @@ def server_options(options: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
 async def served(
     tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]], request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[str, FakeGitHub, subprocess.Popen[bytes]]]:
-    """`gateway serve` in a subprocess; `server` options from an indirect parameter (see server_options)."""
+    """`gateway serve` in a subprocess; `server` options from an indirect parameter (see server_options),
+    but for `stdout: pipe`: its stdout is a pipe (`proc.stdout`) the test reads when it likes."""
+    options = dict(getattr(request, "param", {}))
+    piped = options.pop("stdout", None) == "pipe"
     github = FakeGitHub({CLIENT_ID: CLIENT_SECRET})
     gh = await aiohttp_server(github.app())
     up = await aiohttp_server(echo_app())
@@ -123,7 +128,7 @@ async def served(
         "server": {
             "host": "127.0.0.1",
             "port": port,
-            **server_options(getattr(request, "param", {}), tmp_path),
+            **server_options(options, tmp_path),
         },
         "admin": {"host": "127.0.0.1", "port": free_port()},
         "github": {
@@ -139,7 +144,7 @@ async def served(
         [sys.executable, "-m", "gateway", "serve", "-c", str(path)],
         cwd=REPO,
         env={**os.environ, "S": CLIENT_SECRET},
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if piped else subprocess.DEVNULL,
         stderr=log,
     )
     url = f"{'https' if 'tls' in cfg['server'] else 'http'}://127.0.0.1:{port}"
@@ -147,6 +152,8 @@ async def served(
         await until_listening(url, lambda: proc.poll() is None, (tmp_path / "stderr.log").read_text)
         yield url, github, proc
     finally:
+        if proc.stdout is not None:
+            proc.stdout.close()  # no reader left: what stdout still holds is dropped, not waited for
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 20)
         log.close()
@@ -341,3 +348,84 @@ async def test_sigterm_lets_a_request_in_flight_finish(
             assert resp.status == 200
             assert (await resp.json())["body_length"] == len(b"first half, second half")
     assert await asyncio.to_thread(proc.wait, 20) == 0
+
+
+LONG_PATH = "/" + "x" * 3000  # a ~3 KB access-log line per request: a few hundred fill pipe and buffer
+PROMPTLY = aiohttp.ClientTimeout(total=5)
+
+
+async def get_long_path(url: str, token: str, requests: int) -> None:
+    """`requests` GETs of LONG_PATH over 10 connections, each answered 200 within PROMPTLY."""
+    async with aiohttp.ClientSession(timeout=PROMPTLY) as session:
+
+        async def some(count: int) -> None:
+            for _ in range(count):
+                async with session.get(url + LONG_PATH, headers=bearer(token)) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+
+        await asyncio.gather(*(some(requests // 10) for _ in range(10)))
+
+
+def read_available(fd: int) -> bytes:
+    """What a pipe holds now, without waiting for more."""
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 1 << 16):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize(
+    "served",
+    [{"stdout": "pipe"}, {"stdout": "pipe", "workers": 2}],
+    indirect=True,
+    ids=["one-process", "two-workers"],
+)
+async def test_a_stalled_stdout_holds_up_no_request_and_every_line_is_written_or_counted_dropped(
+    served: tuple[str, FakeGitHub, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """A log shipper that stops reading: stdout's pipe fills at 64 KiB, then the gateway's buffer; past
+    them, requests and probes are answered as ever, and access-log lines are dropped and counted."""
+    url, github, proc = served
+    assert proc.stdout is not None
+    token = github.add_token("alice", 7)
+    requests = 1500  # ~5 MB of access log: more than the pipe and the buffers of two workers hold
+    await get_long_path(url, token, requests)
+    assert (await asyncio.wait_for(admin_get(tmp_path, "/healthz"), 5))[0] == 200
+
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    out = b""
+
+    async def all_written_or_dropped() -> bool:  # the reader catches up; the buffer empties into it
+        nonlocal out
+        out += read_available(fd)
+        written = [json.loads(line) for line in out[: out.rfind(b"\n") + 1].splitlines()]
+        metrics = (await asyncio.wait_for(admin_get(tmp_path, "/metrics"), 5))[1]
+        dropped = sample(metrics, 'gateway_log_lines_dropped_total{stream="stdout"}')
+        return dropped > 0 and sum(line["path"] == LONG_PATH for line in written) + dropped == requests
+
+    await eventually(all_written_or_dropped, "access-log lines were lost without being counted", seconds=10)
+
+
+@pytest.mark.parametrize(
+    "served",
+    [{"stdout": "pipe"}, {"stdout": "pipe", "workers": 2}],
+    indirect=True,
+    ids=["one-process", "two-workers"],
+)
+async def test_the_access_log_buffered_behind_a_slow_stdout_is_written_before_the_gateway_exits(
+    served: tuple[str, FakeGitHub, subprocess.Popen[bytes]],
+) -> None:
+    """The reader comes back only once SIGTERM has been sent: what the gateway buffered meanwhile still
+    reaches it before the process ends."""
+    url, github, proc = served
+    assert proc.stdout is not None
+    token = github.add_token("alice", 7)
+    requests = 200  # ~600 KB: past the 64 KiB the pipe holds, within the buffer of the gateway (1 MiB)
+    await get_long_path(url, token, requests)
+    proc.send_signal(signal.SIGTERM)
+    out = await asyncio.wait_for(asyncio.to_thread(proc.stdout.read), 20)  # to the end: the gateway exits
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    assert sum(json.loads(line)["path"] == LONG_PATH for line in out.splitlines()) == requests

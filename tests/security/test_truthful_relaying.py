@@ -77,6 +77,7 @@ async def test_an_answer_delimited_by_close_and_cut_by_a_reset_reaches_the_calle
     if ending == "reset":
         assert not received.endswith(b"0\r\n\r\n")  # no last chunk: the caller sees a cut connection
         assert b"second part" not in received
+        assert gateway.log_lines()[-1]["error"] == "upstream_cut"  # logged as cut, not as a plain 200
     else:
         assert received.endswith(b"second part\r\n0\r\n\r\n")  # the whole answer, properly ended
 
