@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
@@ -93,7 +94,8 @@ class Gateway:
         refused: str | None = None
         try:
             response = await self._dispatch(request, record)
-        except Refusal as refusal:
+        except Exception as exc:  # every one, so that every request gets its answer and its log line
+            refusal = exc if isinstance(exc, Refusal) else _internal_error(exc, request, record)
             refused = refusal.code
             response = refusal_response(refusal)
             response.headers["X-Request-Id"] = record.request_id
@@ -230,6 +232,24 @@ FORWARD_AUTH_FAMILIES = {
         "X-Forwarded-Uri", "X-Forwarded-Method", ("X-Original-URI", "X-Original-Method")
     ),
 }
+
+
+def _internal_error(exc: Exception, request: web.BaseRequest, record: AccessRecord) -> InternalError:
+    """A bug of the gateway's own, logged; what its caller is told (DESIGN §4's JSON 500)."""
+    # SECURITY: the exception's text may quote what the request carried: its type and where it was
+    # raised are logged, never its message (nor the query string, nor a header)
+    where = "".join(traceback.format_tb(exc.__traceback__))
+    log.error(
+        "unhandled %s serving %s %s (request %s)\n%s",
+        type(exc).__name__,
+        record.method,
+        record.path,
+        record.request_id,
+        where,
+    )
+    if request.writer.output_size > 0 and request.transport is not None:
+        request.transport.close()  # the answer had begun: a cut connection is all that can be said
+    return InternalError("the gateway failed to handle this request", close=True)
 
 
 def _is_websocket(request: web.BaseRequest) -> bool:

@@ -125,3 +125,28 @@ async def test_a_502_and_a_504_say_on_stderr_which_upstream_failed_and_why(
     )
     assert timed_out.startswith(f"upstream http://{slow} of route /slow did not answer in time: ")
     assert "Timeout" in timed_out  # aiohttp's SocketTimeoutError, saying it timed out reading
+
+
+async def test_a_fault_in_the_request_path_is_a_json_500_with_its_log_line(
+    start_gateway: GatewayFactory, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug of the gateway's own (injected here into route matching) still gets DESIGN §4's JSON 500,
+    an access-log line, a metric sample, and a log record that never quotes the exception's text."""
+    gateway = await start_gateway()
+    secret = "gho_" + "7" * 36
+
+    def broken(path: str) -> None:
+        raise RuntimeError(f"a bug that quotes {secret}")
+
+    gateway.app.routes.match = broken  # type: ignore[method-assign]
+    before = value("gateway_requests_total", route="", code="500")
+    resp = await gateway.client.get("/svc", headers={"X-Request-Id": "fault-1"})
+    assert resp.status == 500
+    assert (await resp.json())["error"] == "internal_error"
+    assert resp.headers["X-Request-Id"] == "fault-1"
+    line = gateway.log_lines()[-1]
+    assert (line["status"], line["request_id"], line["path"]) == (500, "fault-1", "/svc")
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "unhandled RuntimeError serving GET /svc (request fault-1)" in logged
+    assert secret not in logged
+    assert value("gateway_requests_total", route="", code="500") - before == 1
