@@ -58,6 +58,17 @@ GITHUB_SECONDS = Histogram(
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Upstream failures, by route and kind.", ["route", "kind"]
 )
+CONNECTIONS_OPEN = Gauge(
+    "gateway_connections_open",
+    "Client connections open on the main port.",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_REFUSED = Counter(
+    "gateway_connections_refused_total",
+    "Client connections closed over server.max_connections, by which one: the new one (none was idle),"
+    " or the longest-idle one, between requests, that made room for it.",
+    ["closed"],
+)
 GITHUB_LAST_SUCCESS = Gauge(
     "gateway_github_last_success_timestamp_seconds",
     "Unix time of GitHub's last usable answer.",

@@ -21,7 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .config import Config
-from .errors import BadGateway, GatewayTimeout, PayloadTooLarge
+from .errors import BadGateway, GatewayTimeout, PayloadTooLarge, RequestTimeout
 from .identity import Identity
 from .policy import CompiledRoute
 from .upstream import Answer, Origin, UpstreamPool
@@ -244,11 +244,13 @@ class Forwarder:
         rules: HeaderRules,
         *,
         max_body_size: int | None,
+        body_timeout: float | None,
     ) -> None:
         self._pool = pool
         self._session = session
         self.rules = rules
         self._max_body = max_body_size
+        self._body_timeout = body_timeout
         self._origins: dict[str, Origin] = {}
 
     def _origin(self, route: CompiledRoute) -> Origin:
@@ -297,13 +299,26 @@ class Forwarder:
             if expects:  # the caller waits for a go-ahead; it comes only once the request is admitted
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             seen = 0
-            async for chunk in request.content.iter_any():
+            while chunk := await self._from_client(request):
                 seen += len(chunk)
                 if limit is not None and seen > limit:
                     raise PayloadTooLarge(f"the body exceeds {limit} bytes")
                 yield chunk
 
         return chunks()
+
+    async def _from_client(self, request: web.BaseRequest) -> bytes:
+        """The body's next bytes, b"" at its end; only this wait is the client's, so only it is timed
+        (the upstream taking its time to accept what was sent is not)."""
+        # SECURITY: a body that stalls would hold its connection, and the upstream's, for as long as
+        # the client liked (slowloris' body form: slow POST)
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                return await request.content.readany()
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"the request body sent nothing for {self._body_timeout:g}s", close=True
+            ) from exc
 
     async def _relay(self, request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
         message = answer.message

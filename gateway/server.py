@@ -63,7 +63,11 @@ def _listen(config: Config) -> socket.socket:
     return sock
 
 
-_LISTENER = ("host", "port", "workers", "tls", "header_timeout")  # what a reload cannot change
+# what a reload cannot change: the sockets, and the bounds of the connections accepted on them
+_LISTENER = (
+    *("host", "port", "workers", "tls"),
+    *("header_timeout", "keepalive_timeout", "max_header_size", "max_connections"),
+)
 
 
 class _Reloader:
@@ -72,7 +76,8 @@ class _Reloader:
     The whole config is one immutable object: a reload builds a new Gateway from it and swaps it in
     for new requests, while requests in flight finish on the one they started with (its sessions
     close after `shutdown_timeout`). A file with any problem is refused and logged; the running
-    config stays. The listener (host, port, workers, tls, header_timeout) only changes with a restart.
+    config stays. The listener (`_LISTENER`: its sockets, and the bounds of the connections it accepts)
+    only changes with a restart.
     """
 
     def __init__(self, path: Path, config: Config) -> None:
@@ -142,7 +147,7 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
             # reuse_port: with workers, each one answers on the admin port (metrics are summed over all)
             shared = config.server.worker_count > 1
             await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_port=shared).start()
-        server = make_server(live.handle, header_timeout=config.server.header_timeout)
+        server = make_server(live.handle, config.server)
         runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
         await runner.setup()
         # on the way out: stop accepting, then wait up to shutdown_timeout for requests in flight

@@ -102,7 +102,7 @@ class GatewayTestServer(BaseTestServer):
         self._gateway = gateway
 
     async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
-        server = make_server(self._gateway.handle, header_timeout=self._gateway.config.server.header_timeout)
+        server = make_server(self._gateway.handle, self._gateway.config.server)
         return web.ServerRunner(server, **kwargs)
 
 
