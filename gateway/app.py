@@ -26,7 +26,7 @@ from .errors import BadRequest, HeadersTooLarge, InternalError, NoRoute, Refusal
 from .github import GitHubClient
 from .identity import token_id
 from .policy import CompiledRoute, RouteTable, split_target
-from .proxy import Forwarder, HeaderRules, request_id, upstream_session
+from .proxy import ANSWER_BUFSIZE, Forwarder, HeaderRules, request_id, upstream_session
 from .ratelimit import FailedAuthLimiter
 from .redis_tier import RedisTier
 from .responses import refusal_response
@@ -238,7 +238,7 @@ async def open_gateway(
     async with contextlib.AsyncExitStack() as stack:
         upstream = upstream_session(READ_BUFSIZE)  # WebSockets
         stack.push_async_callback(upstream.close)
-        pool = UpstreamPool(read_bufsize=READ_BUFSIZE)
+        pool = UpstreamPool(read_bufsize=ANSWER_BUFSIZE)
         stack.callback(pool.close)
         # trust_env: GitHub may only be reachable through the HTTPS_PROXY of a corporate network
         github = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)

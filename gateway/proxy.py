@@ -76,6 +76,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _WS_SKIP = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
+# what an upstream answer is read and relayed in, and buffers at most twice of (aiohttp's high water)
+ANSWER_BUFSIZE = 1 << 16
 SMALL_BODY = 1 << 16  # answers up to this size (with a Content-Length) are relayed in one write
 _NO_AUTO_HEADERS = CIMultiDict[None]((name, None) for name in ("Content-Type",))
 MAX_UPSTREAM_CONNECTIONS = 1000
@@ -339,8 +341,11 @@ class Forwarder:
             response.content_length = length
         await response.prepare(request)
         try:
-            async for chunk in answer.body.iter_any():
-                await response.write(chunk)
+            # SECURITY: a client that reads slowly, or not at all, holds a bounded part of the answer:
+            # pieces of ANSWER_BUFSIZE at most, the next read only once the client took the last
+            async for piece in answer.body.iter_chunked(ANSWER_BUFSIZE):
+                await response.write(piece)
+                await request.writer.drain()
         except (aiohttp.ClientError, TimeoutError):
             # headers are gone already: the only honest signal left is a cut connection
             if request.transport is not None:

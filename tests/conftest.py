@@ -7,12 +7,18 @@ import asyncio
 import contextlib
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 
@@ -191,3 +197,33 @@ async def until_listening(url: str, running: Callable[[], bool], log: Callable[[
                 assert running(), log()
                 await asyncio.sleep(0.1)
     raise AssertionError(f"{url} never answered: {log()}")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: dict[str, Any], directory: Path, *, name: str = "gateway", env: Mapping[str, str] | None = None
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`gateway serve` in a subprocess, from `config` written to `directory/name.yaml` (stderr in
+    `name.log`), once its main port answers; stopped with SIGTERM afterwards."""
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log_path = directory / f"{name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "-c", str(path)],
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        server = config["server"]
+        url = f"{'https' if server.get('tls') else 'http'}://127.0.0.1:{server['port']}"
+        try:
+            await until_listening(url, lambda: proc.poll() is None, log_path.read_text)
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 20)
