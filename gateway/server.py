@@ -2,7 +2,8 @@
 
 With `workers: N > 1` the parent binds the listening socket once, forks N workers that accept on
 it (the kernel hands each connection to one of them), restarts a worker that dies, and on
-SIGTERM/SIGINT passes the signal on and waits for every worker to drain.
+SIGTERM/SIGINT passes the signal on and waits for every worker to drain. A drain frees the main and
+admin ports as it begins, so a replacement on the same host starts while requests in flight finish.
 """
 
 from __future__ import annotations
@@ -140,13 +141,6 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
     async with _Reloader(path, config) as live, contextlib.AsyncExitStack() as listeners:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(live.reload()))
         readiness = Readiness(lambda: live.current is not None and live.current.github.usable)
-        if config.admin is not None:
-            admin = web.AppRunner(admin_app(readiness), access_log=None)
-            await admin.setup()
-            listeners.push_async_callback(admin.cleanup)  # closes after the main listener has drained
-            # reuse_port: with workers, each one answers on the admin port (metrics are summed over all)
-            shared = config.server.worker_count > 1
-            await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_port=shared).start()
         server = make_server(live.handle, config.server)
         runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
         await runner.setup()
@@ -154,6 +148,15 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
         listeners.push_async_callback(runner.cleanup)
         site = web.SockSite(runner, sock, ssl_context=_ssl_context(config))
         await site.start()
+        if config.admin is not None:
+            admin = web.AppRunner(admin_app(readiness), access_log=None)
+            await admin.setup()
+            # closed first, as the drain begins: a replacement on this host can take the admin port
+            # (and the main one) while requests in flight here finish
+            listeners.push_async_callback(admin.cleanup)
+            # reuse_port: with workers, each one answers on the admin port (metrics are summed over all)
+            shared = config.server.worker_count > 1
+            await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_port=shared).start()
         # everything built at start-up lives as long as the process: keep it out of every future
         # collection, so a full collection scans only what requests left behind (tail latency)
         gc.collect()
@@ -236,6 +239,9 @@ class _Supervisor:
             self._workers[i] = self._spawn()
 
     def _drain(self) -> None:
+        # the workers stop accepting as they drain; this copy of the socket must not keep the port
+        # bound meanwhile, or a replacement on this host could not start until the drain is over
+        self._sock.close()
         for worker in self._workers:
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signal.SIGTERM)
