@@ -308,18 +308,17 @@ class _Connection(RequestHandler):
             return
         self._head_bytes += len(data)
         if self._request_count != parsed:  # a request's headers are complete
-            self._head_complete(parsed)
+            self._head_complete(parsed, self._head_bytes)
         elif self._head_bytes > self._max_header_size:
             self._refuse_head()
         elif self._header_deadline is None:
             self._start_header_deadline()
 
-    def _head_complete(self, parsed: int) -> None:
-        counted, self._head_bytes = self._head_bytes, None
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
-        if counted is not None and counted <= self._max_header_size:
+    def _head_complete(self, parsed: int, counted: int) -> None:
+        """The heads of the requests after the `parsed` first are complete, in `counted` bytes read."""
+        self._head_bytes = None
+        self._stop_header_deadline()
+        if counted <= self._max_header_size:
             return  # no head among those read can be larger than all that was read
         # what was read holds body bytes too: measure the heads themselves
         heads = list(self._messages)[parsed - self._request_count :]
@@ -333,9 +332,7 @@ class _Connection(RequestHandler):
         # SECURITY: aiohttp bounds each header line and their number, not their sum (128 lines of 8 KiB):
         # a head past max_header_size is answered 431 and the connection closed, its memory returned
         self._head_bytes = None
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
+        self._stop_header_deadline()
         self._close = True  # what else arrives is read and dropped: the 431 is not lost to a reset
         refusal = HeadersTooLarge(f"the request line and headers exceed {self._max_header_size} bytes")
         self._messages.append(
@@ -357,8 +354,7 @@ class _Connection(RequestHandler):
         return answered, reset
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
+        self._stop_header_deadline()
         super().connection_lost(exc)
 
     def _awaiting_request(self) -> bool:
@@ -368,6 +364,11 @@ class _Connection(RequestHandler):
     def _start_header_deadline(self) -> None:
         if self._header_timeout is not None:
             self._header_deadline = self._loop.call_later(self._header_timeout, self._header_time_up)
+
+    def _stop_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
 
     def _header_time_up(self) -> None:
         self._header_deadline = None
