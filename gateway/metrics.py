@@ -27,7 +27,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by `gateway serve` (cli.py) for workers
 
@@ -176,6 +176,12 @@ def github_observer(endpoint: str, status: int | None, seconds: float) -> None:
 def github_answered() -> None:
     """GitHub gave a usable answer (the GitHub client's hook): not a 200 that fails its schema."""
     GITHUB_LAST_SUCCESS.set(time.time())
+
+
+def worker_exited(pid: int) -> None:
+    """A worker is gone: its live gauges (the connections it had open) leave the sum over workers."""
+    if os.environ.get(MULTIPROC_ENV):
+        mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def exposition() -> tuple[bytes, str]:

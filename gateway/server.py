@@ -24,6 +24,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import metrics
 from .admin import Readiness, admin_app
 from .app import Gateway, make_server, open_gateway
 from .config import Config, load
@@ -170,6 +171,9 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
 
 def _worker(path: Path, config: Config, sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which passes SIGTERM on
+    # the parent's handler came with the fork and would swallow SIGTERM: until the event loop
+    # installs its own, SIGTERM ends a worker that has nothing in flight yet
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _install_uvloop()
     asyncio.run(_serve(path, config, sock))
 
@@ -235,8 +239,11 @@ class _Supervisor:
             self._last_failure = now
             delay = min(RESTART_BACKOFF_MAX, 0.1 * 2 ** min(self._failures, 10))
             log.error("worker %s exited with %s; restarting in %.1fs", worker.pid, worker.exitcode, delay)
+            if worker.pid is not None:
+                metrics.worker_exited(worker.pid)
             time.sleep(delay)
-            self._workers[i] = self._spawn()
+            if not self._stopping:  # SIGTERM may have come during the backoff
+                self._workers[i] = self._spawn()
 
     def _drain(self) -> None:
         # the workers stop accepting as they drain; this copy of the socket must not keep the port
