@@ -297,6 +297,8 @@ class _Connection(RequestHandler):
         self._start_header_deadline()
 
     def data_received(self, data: bytes) -> None:
+        # bytes arriving while the request loop waits begin a request's head (pipelined ones, which
+        # arrive during the request before, are held to aiohttp's limits per line and count instead)
         begins = bool(data) and self._head_bytes is None and self._awaiting_request()
         if data:
             self._server.active(self)
