@@ -237,6 +237,10 @@ class ServerConfig(_Model):
     ] = ()
     shutdown_timeout: Duration = 30.0
     header_timeout: PositiveDuration | None = 10.0
+    keepalive_timeout: PositiveDuration = 75.0
+    body_timeout: PositiveDuration | None = 60.0
+    max_header_size: Int = Field(65536, ge=1024)
+    max_connections: Int = Field(10000, ge=1)
     max_body_size: Int | None = Field(None, ge=0)
     control_prefix: PathPrefix = "/_gateway"
     forward_auth_headers: Literal["original", "forwarded"] = "original"

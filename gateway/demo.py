@@ -99,7 +99,7 @@ async def run_demo(path: str | None) -> None:
             config, github_url=f"http://127.0.0.1:{github_port}", upstream_url=f"http://127.0.0.1:{echo_port}"
         )
         gateway = await stack.enter_async_context(open_gateway(config))
-        server = make_server(gateway.handle, header_timeout=config.server.header_timeout)
+        server = make_server(gateway.handle, config.server)
         runner, port = await _start(web.ServerRunner(server), host, config.server.port)
         stack.push_async_callback(runner.cleanup)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

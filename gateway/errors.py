@@ -14,7 +14,9 @@
         ├── BadRequest              400
         ├── NoRoute                 404
         ├── MethodNotAllowed        405, on the gateway's own endpoints
+        ├── RequestTimeout          408, a request body that stalled past body_timeout
         ├── PayloadTooLarge         413
+        ├── HeadersTooLarge         431, a request line and headers over max_header_size
         ├── TooManyRequests         429
         ├── ServiceUnavailable      503
         ├── BadGateway              502
@@ -133,8 +135,16 @@ class MethodNotAllowed(Refusal):
         super().__init__(f"this endpoint answers {allowed} only", headers={"Allow": allowed})
 
 
+class RequestTimeout(Refusal):
+    status, code = 408, "request_timeout"
+
+
 class PayloadTooLarge(Refusal):
     status, code = 413, "payload_too_large"
+
+
+class HeadersTooLarge(Refusal):
+    status, code = 431, "request_header_fields_too_large"
 
 
 class TooManyRequests(Refusal):

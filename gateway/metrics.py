@@ -27,7 +27,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from . import linewriter
 from .accesslog import UPSTREAM_CUT
@@ -65,6 +65,17 @@ LOG_LINES_DROPPED = Counter(
     "gateway_log_lines_dropped_total",
     "Log lines dropped because their stream could not keep up: stdout (the access log) or stderr.",
     ["stream"],
+)
+CONNECTIONS_OPEN = Gauge(
+    "gateway_connections_open",
+    "Client connections open on the main port.",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_REFUSED = Counter(
+    "gateway_connections_refused_total",
+    "Client connections closed over server.max_connections, by which one: the new one (none was idle),"
+    " or the longest-idle one, between requests, that made room for it.",
+    ["closed"],
 )
 GITHUB_LAST_SUCCESS = Gauge(
     "gateway_github_last_success_timestamp_seconds",
@@ -186,6 +197,12 @@ def github_observer(endpoint: str, status: int | None, seconds: float) -> None:
 def github_answered() -> None:
     """GitHub gave a usable answer (the GitHub client's hook): not a 200 that fails its schema."""
     GITHUB_LAST_SUCCESS.set(time.time())
+
+
+def worker_exited(pid: int) -> None:
+    """A worker is gone: its live gauges (the connections it had open) leave the sum over workers."""
+    if os.environ.get(MULTIPROC_ENV):
+        mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def exposition() -> tuple[bytes, str]:

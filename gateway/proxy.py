@@ -18,11 +18,13 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .accesslog import UPSTREAM_CUT, AccessRecord
-from .errors import BadGateway, GatewayTimeout, PayloadTooLarge
+from .errors import BadGateway, GatewayTimeout, PayloadTooLarge, RequestTimeout
 from .headers import WEBSOCKET_HANDSHAKE, HeaderRules, fold, response_headers
 from .policy import CompiledRoute
 from .upstream import Answer, Origin, UpstreamPool
 
+# what an upstream answer is read and relayed in, and buffers at most twice of (aiohttp's high water)
+ANSWER_BUFSIZE = 1 << 16
 SMALL_BODY = 1 << 16  # answers up to this size (with a Content-Length) are relayed in one write
 _NO_AUTO_HEADERS = CIMultiDict[None]((name, None) for name in ("Content-Type",))
 MAX_UPSTREAM_CONNECTIONS = 1000
@@ -63,11 +65,13 @@ class Forwarder:
         rules: HeaderRules,
         *,
         max_body_size: int | None,
+        body_timeout: float | None,
     ) -> None:
         self._pool = pool
         self._session = session
         self.rules = rules
         self._max_body = max_body_size
+        self._body_timeout = body_timeout
         self._origins: dict[str, Origin] = {}
 
     def _origin(self, route: CompiledRoute) -> Origin:
@@ -153,13 +157,26 @@ class Forwarder:
             if expects:  # the caller waits for a go-ahead; it comes only once the request is admitted
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             seen = 0
-            async for chunk in request.content.iter_any():
+            while chunk := await self._from_client(request):
                 seen += len(chunk)
                 if limit is not None and seen > limit:
                     raise PayloadTooLarge(f"the body exceeds {limit} bytes")
                 yield chunk
 
         return chunks()
+
+    async def _from_client(self, request: web.BaseRequest) -> bytes:
+        """The body's next bytes, b"" at its end; only this wait is the client's, so only it is timed
+        (the upstream taking its time to accept what was sent is not)."""
+        # SECURITY: a body that stalls would hold its connection, and the upstream's, for as long as
+        # the client liked (slowloris' body form: slow POST)
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                return await request.content.readany()
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"the request body sent nothing for {self._body_timeout:g}s", close=True
+            ) from exc
 
     async def _relay(
         self, request: web.BaseRequest, route: CompiledRoute, answer: Answer, record: AccessRecord
@@ -188,9 +205,12 @@ class Forwarder:
             return response
         await response.prepare(request)
         try:
-            async for chunk in answer.body.iter_any():
-                await response.write(chunk)
-                record.bytes += len(chunk)
+            # SECURITY: a client that reads slowly, or not at all, holds a bounded part of the answer:
+            # pieces of ANSWER_BUFSIZE at most, the next read only once the client took the last
+            async for piece in answer.body.iter_chunked(ANSWER_BUFSIZE):
+                await response.write(piece)
+                await request.writer.drain()
+                record.bytes += len(piece)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return self._cut(request, route, response, record, exc)
         if answer.cut:  # an answer delimited by the connection's close, ended by a reset instead

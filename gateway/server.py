@@ -2,7 +2,8 @@
 
 With `workers: N > 1` the parent binds the listening socket once, forks N workers that accept on
 it (the kernel hands each connection to one of them), restarts a worker that dies, and on
-SIGTERM/SIGINT passes the signal on and waits for every worker to drain.
+SIGTERM/SIGINT passes the signal on and waits for every worker to drain. A drain frees the main and
+admin ports as it begins, so a replacement on the same host starts while requests in flight finish.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import linewriter
+from . import linewriter, metrics
 from .admin import Readiness, admin_app
 from .app import Gateway, make_server, open_gateway
 from .config import Config, load
@@ -64,7 +65,11 @@ def _listen(config: Config) -> socket.socket:
     return sock
 
 
-_LISTENER = ("host", "port", "workers", "tls", "header_timeout")  # what a reload cannot change
+# what a reload cannot change: the sockets, and the bounds of the connections accepted on them
+_LISTENER = (
+    *("host", "port", "workers", "tls"),
+    *("header_timeout", "keepalive_timeout", "max_header_size", "max_connections"),
+)
 
 
 class _Reloader:
@@ -73,7 +78,8 @@ class _Reloader:
     The whole config is one immutable object: a reload builds a new Gateway from it and swaps it in
     for new requests, while requests in flight finish on the one they started with (its sessions
     close after `shutdown_timeout`). A file with any problem is refused and logged; the running
-    config stays. The listener (host, port, workers, tls, header_timeout) only changes with a restart.
+    config stays. The listener (`_LISTENER`: its sockets, and the bounds of the connections it accepts)
+    only changes with a restart.
     """
 
     def __init__(self, path: Path, config: Config) -> None:
@@ -136,20 +142,22 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
     async with _Reloader(path, config) as live, contextlib.AsyncExitStack() as listeners:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(live.reload()))
         readiness = Readiness(lambda: live.current is not None and live.current.github.usable)
-        if config.admin is not None:
-            admin = web.AppRunner(admin_app(readiness), access_log=None)
-            await admin.setup()
-            listeners.push_async_callback(admin.cleanup)  # closes after the main listener has drained
-            # reuse_port: with workers, each one answers on the admin port (metrics are summed over all)
-            shared = config.server.worker_count > 1
-            await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_port=shared).start()
-        server = make_server(live.handle, header_timeout=config.server.header_timeout)
+        server = make_server(live.handle, config.server)
         runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
         await runner.setup()
         # on the way out: stop accepting, then wait up to shutdown_timeout for requests in flight
         listeners.push_async_callback(runner.cleanup)
         site = web.SockSite(runner, sock, ssl_context=_ssl_context(config))
         await site.start()
+        if config.admin is not None:
+            admin = web.AppRunner(admin_app(readiness), access_log=None)
+            await admin.setup()
+            # closed first, as the drain begins: a replacement on this host can take the admin port
+            # (and the main one) while requests in flight here finish
+            listeners.push_async_callback(admin.cleanup)
+            # reuse_port: with workers, each one answers on the admin port (metrics are summed over all)
+            shared = config.server.worker_count > 1
+            await web.TCPSite(admin, config.admin.host, config.admin.port, reuse_port=shared).start()
         # everything built at start-up lives as long as the process: keep it out of every future
         # collection, so a full collection scans only what requests left behind (tail latency)
         gc.collect()
@@ -163,6 +171,9 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
 
 def _worker(path: Path, config: Config, sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which passes SIGTERM on
+    # the parent's handler came with the fork and would swallow SIGTERM: until the event loop
+    # installs its own, SIGTERM ends a worker that has nothing in flight yet
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _install_uvloop()
     try:
         asyncio.run(_serve(path, config, sock))
@@ -231,10 +242,16 @@ class _Supervisor:
             self._last_failure = now
             delay = min(RESTART_BACKOFF_MAX, 0.1 * 2 ** min(self._failures, 10))
             log.error("worker %s exited with %s; restarting in %.1fs", worker.pid, worker.exitcode, delay)
+            if worker.pid is not None:
+                metrics.worker_exited(worker.pid)
             time.sleep(delay)
-            self._workers[i] = self._spawn()
+            if not self._stopping:  # SIGTERM may have come during the backoff
+                self._workers[i] = self._spawn()
 
     def _drain(self) -> None:
+        # the workers stop accepting as they drain; this copy of the socket must not keep the port
+        # bound meanwhile, or a replacement on this host could not start until the drain is over
+        self._sock.close()
         for worker in self._workers:
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signal.SIGTERM)

@@ -7,12 +7,18 @@ import asyncio
 import contextlib
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 
@@ -103,7 +109,7 @@ class GatewayTestServer(BaseTestServer):
         self._gateway = gateway
 
     async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
-        server = make_server(self._gateway.handle, header_timeout=self._gateway.config.server.header_timeout)
+        server = make_server(self._gateway.handle, self._gateway.config.server)
         return web.ServerRunner(server, **kwargs)
 
 
@@ -200,3 +206,41 @@ async def until_listening(url: str, running: Callable[[], bool], log: Callable[[
                 assert running(), log()
                 await asyncio.sleep(0.1)
     raise AssertionError(f"{url} never answered: {log()}")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: dict[str, Any],
+    directory: Path,
+    *,
+    name: str = "gateway",
+    env: Mapping[str, str] | None = None,
+    piped: bool = False,
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`gateway serve` in a subprocess, from `config` written to `directory/name.yaml` (stderr in
+    `name.log`, stdout a pipe with `piped`, else discarded), once its main port answers; stopped
+    with SIGTERM afterwards."""
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log_path = directory / f"{name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "-c", str(path)],
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE if piped else subprocess.DEVNULL,
+            stderr=log,
+        )
+        server = config["server"]
+        url = f"{'https' if server.get('tls') else 'http'}://127.0.0.1:{server['port']}"
+        try:
+            await until_listening(url, lambda: proc.poll() is None, log_path.read_text)
+            yield proc
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()  # no reader left: what stdout still holds is dropped, not waited for
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 20)

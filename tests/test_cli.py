@@ -25,9 +25,8 @@ from aiohttp.test_utils import TestServer
 from gateway.echo import echo_app
 from gateway.fake_github import FakeGitHub
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, bearer, until_listening
+from .conftest import CLIENT_ID, CLIENT_SECRET, REPO, bearer, serving
 
-REPO = Path(__file__).resolve().parents[1]
 OPENSSL = shutil.which("openssl") or "openssl"
 
 
@@ -137,26 +136,8 @@ async def served(
         },
         "routes": [{"path": "/", "upstream": str(up.make_url("")).rstrip("/")}],
     }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    log = (tmp_path / "stderr.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "-c", str(path)],
-        cwd=REPO,
-        env={**os.environ, "S": CLIENT_SECRET},
-        stdout=subprocess.PIPE if piped else subprocess.DEVNULL,
-        stderr=log,
-    )
-    url = f"{'https' if 'tls' in cfg['server'] else 'http'}://127.0.0.1:{port}"
-    try:
-        await until_listening(url, lambda: proc.poll() is None, (tmp_path / "stderr.log").read_text)
-        yield url, github, proc
-    finally:
-        if proc.stdout is not None:
-            proc.stdout.close()  # no reader left: what stdout still holds is dropped, not waited for
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(proc.wait, 20)
-        log.close()
+    async with serving(cfg, tmp_path, env={"S": CLIENT_SECRET}, piped=piped) as proc:
+        yield f"{'https' if 'tls' in cfg['server'] else 'http'}://127.0.0.1:{port}", github, proc
 
 
 async def test_serve_streams_a_large_upload_with_flat_memory(
@@ -268,7 +249,7 @@ async def test_sighup_reloads_the_config_and_refuses_a_broken_one(
     await eventually(reloaded, "the reload never took effect")
     path.write_text("routes: [}\n")
     proc.send_signal(signal.SIGHUP)
-    await eventually(lambda: "reload refused" in (tmp_path / "stderr.log").read_text(), "a refused reload")
+    await eventually(lambda: "reload refused" in (tmp_path / "gateway.log").read_text(), "a refused reload")
     assert await status_of(url + "/x", token) == 403  # the running config stays
     assert proc.poll() is None
 

@@ -265,6 +265,28 @@ def test_server_header_timeout_must_be_greater_than_zero() -> None:
     assert_says(line, "server.header_timeout", "greater than zero")
 
 
+def test_server_connection_bounds_default_as_design_says() -> None:
+    server = load_tree(minimal()).server
+    assert (server.keepalive_timeout, server.body_timeout) == (75.0, 60.0)
+    assert (server.max_header_size, server.max_connections) == (65536, 10000)
+    assert load_tree(with_server(body_timeout=None)).server.body_timeout is None
+
+
+@pytest.mark.parametrize(
+    ("key", "written", "fragment"),
+    [
+        ("keepalive_timeout", 0, "greater than zero"),
+        ("body_timeout", "0s", "greater than zero"),
+        ("max_header_size", 100, "at least 1024"),
+        ("max_connections", 0, "at least 1"),
+    ],
+)
+def test_server_connection_bounds_refuse_what_would_shut_every_client_out(
+    key: str, written: object, fragment: str
+) -> None:
+    assert_says(only_problem(with_server(**{key: written})), f"server.{key}", fragment)
+
+
 # ---------------------------------------------------------------------------------------------------
 # ${VAR} and ${VAR:-default}
 

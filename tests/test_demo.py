@@ -10,7 +10,8 @@ import sys
 
 import aiohttp
 
-from .test_cli import REPO, free_port
+from .conftest import REPO
+from .test_cli import free_port
 
 
 async def test_demo_prints_curl_commands_that_work_and_stops_on_ctrl_c() -> None:

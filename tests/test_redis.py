@@ -26,6 +26,7 @@ from gateway.redis_tier import MAX_CONNECTIONS, RedisTier
 
 from .conftest import (
     CLIENT_ID,
+    REPO,
     SECOND_ID,
     SECOND_SECRET,
     FakeClock,
@@ -36,7 +37,7 @@ from .conftest import (
     bearer,
     until_listening,
 )
-from .test_cli import REPO, children, eventually, free_port
+from .test_cli import children, eventually, free_port
 
 REDIS_SERVER = shutil.which("redis-server") or next(
     (p for p in ("/usr/bin/redis-server",) if Path(p).exists()), None

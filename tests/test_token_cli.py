@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, World
-from .test_cli import REPO
+from .conftest import CLIENT_ID, CLIENT_SECRET, REPO, World
 
 
 @dataclass
