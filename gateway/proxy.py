@@ -22,6 +22,7 @@ from .errors import BadGateway, GatewayTimeout, PayloadTooLarge, RequestTimeout
 from .headers import WEBSOCKET_HANDSHAKE, HeaderRules, fold, response_headers
 from .policy import CompiledRoute
 from .upstream import Answer, Origin, UpstreamPool
+from .wire import RelayedBody, RelayedStream
 
 # what an upstream answer is read and relayed in, and buffers at most twice of (aiohttp's high water)
 ANSWER_BUFSIZE = 1 << 16
@@ -184,7 +185,7 @@ class Forwarder:
         message = answer.message
         headers = message.headers
         length = int(headers["Content-Length"]) if "Content-Length" in headers else None
-        response: _RelayedBody | _RelayedStream
+        response: RelayedBody | RelayedStream
         if length is not None and length <= SMALL_BODY and request.method != "HEAD" and not answer.early:
             # a small answer of known length goes out in one write, headers and body together
             try:
@@ -192,16 +193,16 @@ class Forwarder:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._warn(route, "broke off its answer", exc)
                 raise BadGateway("the upstream broke off its answer") from exc
-            response = _RelayedBody(
+            response = RelayedBody(
                 status=message.code, reason=message.reason, headers=response_headers(headers), body=body
             )
         else:
-            response = _RelayedStream(status=message.code, reason=message.reason)
+            response = RelayedStream(status=message.code, reason=message.reason)
             response.headers.extend(response_headers(headers))
             if length is not None:
                 response.content_length = length
         response.untyped = "Content-Type" not in headers
-        if isinstance(response, _RelayedBody):
+        if isinstance(response, RelayedBody):
             return response
         await response.prepare(request)
         try:
@@ -246,26 +247,6 @@ class Forwarder:
             await client.prepare(request)
             await _pump_both(client, upstream)
             return client
-
-
-class _KeepsContentType(web.StreamResponse):
-    """A relayed answer: aiohttp gives a body without a Content-Type `application/octet-stream`; the
-    gateway passes the upstream's headers on as they are, and adds no type the upstream did not say."""
-
-    untyped = False
-
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        if self.untyped:
-            self.headers.popall("Content-Type", None)
-
-
-class _RelayedBody(_KeepsContentType, web.Response):
-    """A small relayed answer, sent in one write."""
-
-
-class _RelayedStream(_KeepsContentType):
-    """A relayed answer streamed as it arrives."""
 
 
 async def _linger(request: web.BaseRequest) -> None:

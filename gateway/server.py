@@ -26,9 +26,10 @@ from aiohttp import web
 
 from . import linewriter, metrics
 from .admin import Readiness, admin_app
-from .app import Gateway, make_server, open_gateway
+from .app import Gateway, open_gateway
 from .config import Config, load
 from .errors import ConfigError
+from .wire import make_server
 
 log = logging.getLogger("gateway.server")
 

@@ -1,27 +1,24 @@
-"""Keep-alive HTTP/1.1 connections to the upstreams, built from aiohttp's own parts.
+"""Keep-alive HTTP/1.1 connections to the upstreams: the pool, and one request's exchange on one.
 
 aiohttp's ClientSession is general-purpose (cookies, redirects, auth, proxies, tracing, auto
 headers): it cost the gateway ~170 us of CPU per forwarded request, more than half of all it did.
-A proxy needs none of that: this pool writes the request with aiohttp's `StreamWriter` (its C
-header serialiser refuses CR/LF) and reads the answer with aiohttp's `ResponseHandler` (its llhttp
-parser and flow-controlled `StreamReader`), about 40 us. WebSockets still go through the session.
+A proxy needs none of that: this pool writes and reads on `wire.UpstreamConnection` (aiohttp's
+`StreamWriter` and `ResponseHandler`: its C header serialiser, its llhttp parser and flow-controlled
+`StreamReader`), about 40 us. WebSockets still go through the session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from aiohttp import ClientConnectionError, ServerDisconnectedError
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.http_parser import RawResponseMessage
-from aiohttp.http_writer import StreamWriter
-from aiohttp.streams import StreamReader
+from aiohttp import ClientConnectionError, ServerDisconnectedError, StreamReader
 from multidict import CIMultiDict
+
+from .wire import RawResponseMessage, UpstreamConnection
 
 MAX_IDLE_PER_ORIGIN = 256
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 §9.2.2
@@ -37,40 +34,6 @@ class Origin:
     host_header: str  # host[:port] as the Host header carries it
 
 
-class _Connection(ResponseHandler):
-    """aiohttp's client protocol, remembering whether the connection ended in an error (a reset).
-
-    An answer delimited by the connection's close reads as complete at any close, so a reset in the
-    middle of its body is only visible here.
-    """
-
-    broken = False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.broken = exc is not None
-        if exc is not None and self.transport is not None:
-            self._salvage(self.transport)
-        super().connection_lost(exc)
-
-    def _salvage(self, transport: asyncio.BaseTransport) -> None:
-        """Parse what the upstream sent before the connection broke and was never read.
-
-        The event loop stops reading a connection whose write failed; an upstream that answered a
-        large upload early and closed (its reset failing the next write) left its answer unread in
-        the socket's receive queue. The socket is still open while connection_lost runs.
-        """
-        sock = transport.get_extra_info("socket")
-        if sock is None or transport.get_extra_info("ssl_object") is not None:
-            return  # TLS: the bytes in the socket are not the answer's
-        try:
-            with socket.socket(fileno=os.dup(sock.fileno())) as unread:
-                unread.setblocking(False)
-                while chunk := unread.recv(1 << 16):
-                    self.data_received(chunk)
-        except OSError:
-            return  # nothing more to read (EAGAIN), or the reset itself
-
-
 @dataclass(slots=True)
 class Answer:
     """The upstream's answer: status line and headers read, body still to stream. `early`: it came
@@ -79,7 +42,7 @@ class Answer:
 
     message: RawResponseMessage
     body: StreamReader
-    _connection: _Connection
+    _connection: UpstreamConnection
     _pool: UpstreamPool
     _origin: Origin
     early: bool = False
@@ -98,7 +61,7 @@ class Answer:
         if self._done:
             return
         self._done = True
-        reusable = self.body.is_eof() and not self.message.should_close and not self._connection.should_close
+        reusable = self.body.is_eof() and not self.message.should_close and self._connection.reusable
         if reusable:
             self._pool._put(self._origin, self._connection)
         else:
@@ -109,7 +72,7 @@ class UpstreamPool:
     """Idle keep-alive connections per origin; a request takes one or opens one."""
 
     def __init__(self, *, read_bufsize: int, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[UpstreamConnection]] = {}
         self._read_bufsize = read_bufsize
         self._ssl = ssl_context or ssl.create_default_context()
         self._closed = False
@@ -150,43 +113,33 @@ class UpstreamPool:
     async def _exchange(
         self,
         origin: Origin,
-        connection: _Connection,
+        connection: UpstreamConnection,
         method: str,
         target: str,
         headers: CIMultiDict[str],
         body: AsyncIterator[bytes] | None,
         patience: float,
     ) -> Answer:
-        loop = asyncio.get_running_loop()
-        writer = StreamWriter(connection, loop)
-        if headers.get("Transfer-Encoding", "").lower() == "chunked":
-            writer.enable_chunking()
-        # the answer is parsed as it arrives, and may arrive while the body is still being sent; its
-        # read timeout starts once the request is sent: an upload may take longer than the time an
-        # upstream gets to answer
-        connection.set_response_params(
-            skip_payload=method == "HEAD",
-            read_until_eof=True,  # an answer with neither Content-Length nor chunking ends at close
-            auto_decompress=False,
-            read_bufsize=self._read_bufsize,
-        )
-        await writer.write_headers(f"{method} {target} HTTP/1.1", headers)
+        chunked = headers.get("Transfer-Encoding", "").lower() == "chunked"
+        await connection.send_head(method, target, headers, chunked=chunked, read_bufsize=self._read_bufsize)
         if body is None:
-            await writer.write_eof()
-            return await self._answer(origin, connection, patience)
-        sending = asyncio.ensure_future(_send(writer, body))
-        answering = asyncio.ensure_future(self._answer(origin, connection, None))
+            await connection.end()
+            connection.wait_at_most(patience)
+            return self._answer(origin, connection, *await connection.answer())
+        # the answer may come while the body is still being sent; the upstream's time to answer runs
+        # once the request is sent: an upload may take longer than that
+        sending = asyncio.ensure_future(_send(connection, body))
+        answering = asyncio.ensure_future(connection.answer())
         try:
             await asyncio.wait((sending, answering), return_when=asyncio.FIRST_COMPLETED)
             if not answering.done():
                 await _sent(sending, answering)
             if not answering.done():  # the whole request is sent: now the upstream's time runs
-                connection.read_timeout = patience
-                connection.start_timeout()  # dropped by the parser once the body has been read
-                return await answering
+                connection.wait_at_most(patience)
+                return self._answer(origin, connection, *await answering)
             # an early answer (a 403 or 413 before a large upload is read) is relayed as it is; the
             # rest of the body is not sent, and the connection is closed after it
-            answer = answering.result()
+            answer = self._answer(origin, connection, *answering.result())
             answer.early = not sending.done() or sending.exception() is not None
             if answer.early:
                 connection.force_close()
@@ -196,24 +149,18 @@ class UpstreamPool:
                 task.cancel()
             await asyncio.gather(sending, answering, return_exceptions=True)
 
-    async def _answer(self, origin: Origin, connection: _Connection, patience: float | None) -> Answer:
-        """The final answer's status line and headers (interim 1xx answers are skipped)."""
-        if patience is not None:
-            connection.read_timeout = patience
-            connection.start_timeout()  # dropped by the parser once the body has been read
-        while True:
-            message, payload = await connection.read()
-            if not 100 <= message.code < 200 or message.code == 101:
-                return Answer(message, payload, connection, self, origin)
-            # an interim answer (100 Continue, 103 Early Hints): the final one follows
+    def _answer(
+        self, origin: Origin, connection: UpstreamConnection, message: RawResponseMessage, body: StreamReader
+    ) -> Answer:
+        return Answer(message, body, connection, self, origin)
 
     async def _take(
         self, origin: Origin, patience: float, *, fresh: bool = False
-    ) -> tuple[_Connection, bool]:
+    ) -> tuple[UpstreamConnection, bool]:
         idle = self._idle.get(origin)
         while idle and not fresh:
             connection = idle.pop()
-            if connection.is_connected() and not connection.should_close:
+            if connection.reusable:
                 return connection, True
             connection.close()
         loop = asyncio.get_running_loop()
@@ -221,7 +168,7 @@ class UpstreamPool:
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(loop),
+                    lambda: UpstreamConnection(loop),
                     origin.host,
                     origin.port,
                     ssl=tls,
@@ -233,7 +180,7 @@ class UpstreamPool:
             raise ClientConnectionError(f"cannot connect to the upstream: {exc.strerror or exc}") from exc
         return connection, False
 
-    def _put(self, origin: Origin, connection: _Connection) -> None:
+    def _put(self, origin: Origin, connection: UpstreamConnection) -> None:
         idle = self._idle.setdefault(origin, [])
         if self._closed or len(idle) >= MAX_IDLE_PER_ORIGIN:
             connection.close()
@@ -249,13 +196,13 @@ class UpstreamPool:
         self._idle.clear()
 
 
-async def _send(writer: StreamWriter, body: AsyncIterator[bytes]) -> None:
+async def _send(connection: UpstreamConnection, body: AsyncIterator[bytes]) -> None:
     async for chunk in body:
-        await writer.write(chunk)
-    await writer.write_eof()
+        await connection.send(chunk)
+    await connection.end()
 
 
-async def _sent(sending: asyncio.Future[None], answering: asyncio.Future[Answer]) -> None:
+async def _sent(sending: asyncio.Future[None], answering: asyncio.Future[Any]) -> None:
     """Wait for the body to be sent. When sending fails because the upstream closed the connection,
     an answer it sent before closing is still awaited (it is the truth about the request), and the
     failure raised only when there is none."""

@@ -24,11 +24,12 @@ from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 
 from gateway.accesslog import AccessLog
 from gateway.app import Gateway as GatewayApp
-from gateway.app import make_server, open_gateway
+from gateway.app import open_gateway
 from gateway.config import Config
 from gateway.echo import echo_app
 from gateway.fake_github import FakeGitHub
 from gateway.linewriter import LineWriter
+from gateway.wire import make_server
 
 CLIENT_ID = "Iv1.8a61f9b3a7aba766"
 CLIENT_SECRET = "test-secret-0123456789"
