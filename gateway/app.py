@@ -25,7 +25,8 @@ from .errors import BadRequest, InternalError, NoRoute, Refusal
 from .github import GitHubClient
 from .headers import HeaderRules, request_id
 from .identity import token_id
-from .policy import CompiledRoute, RouteTable, split_target
+from .paths import split_target
+from .policy import CompiledRoute, RouteTable
 from .proxy import ANSWER_BUFSIZE, Forwarder, upstream_session
 from .ratelimit import FailedAuthLimiter
 from .redis_tier import RedisTier

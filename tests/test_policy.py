@@ -7,7 +7,8 @@ import pytest
 from gateway.config import Route
 from gateway.errors import BadRequest, Forbidden, InsufficientScope
 from gateway.identity import Identity
-from gateway.policy import CompiledRoute, RouteTable, granted_scopes, normalise_path, split_target
+from gateway.paths import normalise_path, split_target
+from gateway.policy import CompiledRoute, RouteTable, granted_scopes
 
 
 def identity(login: str = "alice", user_id: int = 1, scopes: tuple[str, ...] = ()) -> Identity:
