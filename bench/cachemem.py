@@ -1,6 +1,6 @@
 """Bytes per cached identity: `python -m bench.cachemem N` prints `{"entries": N, "bytes_per_identity": B}`.
 
-Fills a real `gateway.cache.IdentityCache` through its insertion path (`lookup` of a new token, a
+Fills a real `gateway.identity.cache.IdentityCache` through its insertion path (`lookup` of a new token, a
 check, `_store`) with N identities, each built from a parsed JSON answer as the GitHub client builds
 one (so every login and scope is a string object of its own, as in production), and divides the
 memory tracemalloc sees retained (after `gc.collect()`) by N. Run in a process of its own.
@@ -17,9 +17,9 @@ import tracemalloc
 from collections.abc import Sequence
 from datetime import datetime
 
-from gateway.cache import IdentityCache
 from gateway.config import CacheConfig
 from gateway.identity import Identity, token_digest
+from gateway.identity.cache import IdentityCache
 
 from .eventloop import new_event_loop
 

@@ -155,8 +155,8 @@ def details(results: Results) -> str:
         )
     if results.bytes_per_identity is not None:
         out.append(
-            f"bytes per cached identity ({results.cache_entries:,} entries in gateway.cache.IdentityCache,"
-            f" tracemalloc): {results.bytes_per_identity:.0f}"
+            f"bytes per cached identity ({results.cache_entries:,} entries in"
+            f" gateway.identity.cache.IdentityCache, tracemalloc): {results.bytes_per_identity:.0f}"
         )
     if (u := results.upload) is not None:
         how = "VmHWM reset to VmRSS first" if u.peak_reset else "VmHWM after - VmRSS before"

@@ -18,20 +18,20 @@ from multidict import CIMultiDictProxy
 from . import metrics
 from .accesslog import AccessLog, AccessRecord
 from .auth import Authenticator, Caller, authorization
-from .cache import IdentityCache
 from .config import Config
 from .control import Control
 from .errors import BadRequest, InternalError, NoRoute, Refusal
 from .github import GitHubClient
 from .headers import HeaderRules, request_id
 from .identity import token_id
+from .identity.cache import IdentityCache
+from .identity.redis import RedisTier
 from .paths import split_target
 from .policy import CompiledRoute, RouteTable
-from .proxy import ANSWER_BUFSIZE, Forwarder, upstream_session
 from .ratelimit import FailedAuthLimiter
-from .redis_tier import RedisTier
 from .responses import refusal_response
-from .upstream import UpstreamPool
+from .upstream.forwarding import ANSWER_BUFSIZE, Forwarder, upstream_session
+from .upstream.pool import UpstreamPool
 from .upstream_token import ScopedTokens
 from .wire import READ_BUFSIZE
 

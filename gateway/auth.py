@@ -9,7 +9,6 @@ from typing import NamedTuple
 
 from multidict import CIMultiDictProxy
 
-from .cache import IdentityCache
 from .errors import (
     AppCredentialsRejected,
     BadRequest,
@@ -20,6 +19,7 @@ from .errors import (
     Unauthenticated,
 )
 from .identity import Identity, token_digest, well_formed_token
+from .identity.cache import IdentityCache
 from .ratelimit import FailedAuthLimiter
 
 log = logging.getLogger("gateway.auth")

@@ -11,9 +11,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from . import __version__, config, fake_github, linewriter, token_cli
+from . import __version__, config, linewriter, token_cli
 from .accesslog import configure_logging
 from .errors import ConfigError
+from .testing import fake_github
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -90,7 +91,7 @@ def _serving(args: argparse.Namespace) -> int:
         return fake_github.run(args)
     try:
         if args.command == "demo":
-            from . import demo
+            from .testing import demo
 
             return demo.main(args.config)
         path = config.resolve_path(args.config)

@@ -10,10 +10,10 @@ from aiohttp import web
 
 from .accesslog import AccessRecord
 from .auth import Authenticator, Caller
-from .cache import IdentityCache
 from .errors import GitHubError, MethodNotAllowed, NoRoute, ServiceUnavailable
 from .github import GitHubClient
 from .identity import token_id
+from .identity.cache import IdentityCache
 from .upstream_token import ScopedTokens
 
 log = logging.getLogger("gateway.control")

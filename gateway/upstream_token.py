@@ -17,11 +17,11 @@ from typing import Protocol
 
 from cachetools import TLRUCache
 
-from .cache import SingleFlight
 from .config import CacheConfig, UpstreamTokenConfig
 from .errors import Forbidden, GitHubError, GitHubValidationFailed, InvalidToken, ServiceUnavailable
 from .github import IssuedToken
 from .identity import Identity
+from .identity.singleflight import SingleFlight
 
 EXPIRY_MARGIN = 60.0  # seconds before its expiry that a scoped token is no longer handed out
 

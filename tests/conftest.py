@@ -26,9 +26,9 @@ from gateway.accesslog import AccessLog
 from gateway.app import Gateway as GatewayApp
 from gateway.app import open_gateway
 from gateway.config import Config
-from gateway.echo import echo_app
-from gateway.fake_github import FakeGitHub
 from gateway.linewriter import LineWriter
+from gateway.testing.echo import echo_app
+from gateway.testing.fake_github import FakeGitHub
 from gateway.wire import make_server
 
 CLIENT_ID = "Iv1.8a61f9b3a7aba766"

@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from gateway.cache import IdentityCache
 from gateway.config import CacheConfig
 from gateway.errors import GitHubUnavailable
 from gateway.identity import Identity, token_digest
+from gateway.identity.cache import IdentityCache
 
 
 class Clock:

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 
-from gateway.echo import echo_app
-from gateway.fake_github import FakeGitHub
+from gateway.testing.echo import echo_app
+from gateway.testing.fake_github import FakeGitHub
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, REPO, bearer, serving
 

@@ -22,9 +22,9 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from gateway.config import GitHubConfig, UpstreamTokenConfig
 from gateway.errors import AppCredentialsRejected, GitHubUnavailable
-from gateway.fake_github import DEMO_APP, FakeGitHub, add_arguments, run
 from gateway.github import GitHubClient
 from gateway.identity import Identity
+from gateway.testing.fake_github import DEMO_APP, FakeGitHub, add_arguments, run
 
 REPO = Path(__file__).resolve().parents[1]
 OPENAPI = Path(__file__).resolve().parents[2] / "shared" / "github-openapi"
@@ -380,7 +380,7 @@ async def test_cli_serves_until_sigterm() -> None:
     argv += ["--app", f"{CID}:{SECRET}", "--app", f"{CID2}:{SECRET2}", "--legacy-paths"]
     argv += ["--app-token", "carol:3", "--account", "octo-org:100:api,web"]
     code = (
-        "import argparse, sys; from gateway.fake_github import add_arguments, run\n"
+        "import argparse, sys; from gateway.testing.fake_github import add_arguments, run\n"
         "p = argparse.ArgumentParser(); add_arguments(p); sys.exit(run(p.parse_args(sys.argv[1:])))"
     )
     proc = await asyncio.create_subprocess_exec(

@@ -12,8 +12,8 @@ import pytest
 
 from gateway.config import UpstreamTokenConfig
 from gateway.errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
-from gateway.fake_github import FakeGitHub, Restriction
 from gateway.identity import Identity
+from gateway.testing.fake_github import FakeGitHub, Restriction
 from tests.test_fake_github import CID, CID2, OPENAPI, SECRET, SECRET2, Env, Schemas, open_env
 
 pytestmark = pytest.mark.skipif(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.echo import echo_app
+from gateway.testing.echo import echo_app
 
 from .conftest import GatewayFactory, World, bearer
 from .test_cli import OPENSSL

@@ -18,11 +18,11 @@ import pytest
 import redis.asyncio as redis
 import yaml
 
-from gateway.cache import IdentityCache
 from gateway.config import CacheConfig, Config
 from gateway.errors import GitHubUnavailable
 from gateway.identity import Identity, token_digest
-from gateway.redis_tier import MAX_CONNECTIONS, RedisTier
+from gateway.identity.cache import IdentityCache
+from gateway.identity.redis import MAX_CONNECTIONS, RedisTier
 
 from .conftest import (
     CLIENT_ID,

@@ -35,10 +35,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from .backoff import START, Backoff
-from .config import CacheConfig, GitHubConfig
-from .identity import Identity, checked_identity, token_id
-from .metrics import CACHE_LOOKUPS
+from ..backoff import START, Backoff
+from ..config import CacheConfig, GitHubConfig
+from ..metrics import CACHE_LOOKUPS
+from .value import Identity, checked_identity, token_id
 
 log = logging.getLogger("gateway.redis")
 

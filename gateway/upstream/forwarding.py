@@ -17,12 +17,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .accesslog import UPSTREAM_CUT, AccessRecord
-from .errors import BadGateway, GatewayTimeout, PayloadTooLarge, RequestTimeout
-from .headers import WEBSOCKET_HANDSHAKE, HeaderRules, fold, response_headers
-from .policy import CompiledRoute
-from .upstream import Answer, Origin, UpstreamPool
-from .wire import RelayedBody, RelayedStream
+from ..accesslog import UPSTREAM_CUT, AccessRecord
+from ..errors import BadGateway, GatewayTimeout, PayloadTooLarge, RequestTimeout
+from ..headers import WEBSOCKET_HANDSHAKE, HeaderRules, fold, response_headers
+from ..policy import CompiledRoute
+from ..wire import RelayedBody, RelayedStream
+from .pool import Answer, Origin, UpstreamPool
 
 # what an upstream answer is read and relayed in, and buffers at most twice of (aiohttp's high water)
 ANSWER_BUFSIZE = 1 << 16

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from . import config as config_module
-from .app import open_gateway
-from .config import Config
+from .. import config as config_module
+from ..app import open_gateway
+from ..config import Config
+from ..wire import make_server
 from .echo import echo_app
 from .fake_github import FakeGitHub
-from .wire import make_server
 
 # What `gateway.yaml` reads from the environment, filled with demo values when unset
 DEMO_ENV = {"GITHUB_CLIENT_SECRET": "demo-secret"}

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import ClientConnectionError, ServerDisconnectedError, StreamReader
 from multidict import CIMultiDict
 
-from .wire import RawResponseMessage, UpstreamConnection
+from ..wire import RawResponseMessage, UpstreamConnection
 
 MAX_IDLE_PER_ORIGIN = 256
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 §9.2.2

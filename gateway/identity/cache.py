@@ -15,41 +15,17 @@ or heap object per entry, about 200 bytes each, which would put 100,000 identiti
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeGuard, TypeVar
+from collections.abc import Callable
+from typing import Any, Protocol, TypeGuard
 
-from .config import CacheConfig
-from .errors import GitHubError
-from .identity import Identity, shared_scopes
-from .metrics import CACHE_LOOKUPS, TALLY
-from .redis_tier import RedisTier, SharedEntry
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class SingleFlight(Generic[K, V]):
-    """At most one call in flight per key; concurrent callers of a key share its result."""
-
-    def __init__(self) -> None:
-        self._flights: dict[K, asyncio.Future[V]] = {}
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._flights
-
-    async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
-        """The result of `call()`, or of the call already in flight for `key`."""
-        flight = self._flights.get(key)
-        if flight is None:
-            flight = asyncio.ensure_future(call())
-            self._flights[key] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(key, None))
-        # shield: a caller that goes away must not cancel the call the others are waiting for
-        return await asyncio.shield(flight)
-
+from ..config import CacheConfig
+from ..errors import GitHubError
+from ..metrics import CACHE_LOOKUPS, TALLY
+from .redis import RedisTier, SharedEntry
+from .singleflight import SingleFlight
+from .value import Identity, shared_scopes
 
 _HIT, _NEGATIVE, _MISS, _STALE = (
     CACHE_LOOKUPS.labels("memory", r) for r in ("hit", "negative", "miss", "stale")
