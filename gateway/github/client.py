@@ -45,7 +45,10 @@ answer would be lost), only one that failed to connect. A delete repeated after 
 answer was lost may find the token already gone: False, though it is revoked all the same.
 
 No token, old or new, ever appears in an exception, a log line or a repr; answers (which echo the
-token back) are parsed into values and dropped.
+token back) are parsed into values and dropped (`answers`).
+
+Longer than most modules here, on purpose: the one choke point every GitHub call goes through, and
+the small pure functions it alone uses (its table above is their specification), read best together.
 """
 
 from __future__ import annotations
@@ -56,23 +59,21 @@ import json as jsonlib
 import logging
 import math
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Final, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
-from . import __version__
-from .backoff import Backoff
-from .config import GitHubApp, GitHubConfig, UpstreamTokenConfig
-from .errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
-from .identity import Identity, checked_identity, well_formed_token
+from .. import __version__
+from ..backoff import Backoff
+from ..config import GitHubApp, GitHubConfig, UpstreamTokenConfig
+from ..errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
+from ..identity import Identity
+from .answers import Answer, IssuedToken, checked, deleted, issued
 
 __all__ = ["API_VERSION", "MEDIA_TYPE", "USER_AGENT", "GitHubClient", "IssuedToken", "Observer"]
 
@@ -90,21 +91,9 @@ Observer = Callable[[str, int | None, float], None]
 """Told of every attempt: operation (GitHub's operationId), status (None: no answer), seconds."""
 
 _RETRY_BASE, _RETRY_CAP = 0.1, 1.0
-_PERMISSION = re.compile(r"[a-z0-9_]{1,100}")
-_LEVELS = frozenset({"read", "write", "admin"})
 _RETRYABLE = (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedToken:
-    """A token GitHub just minted (reset or scoped): shown once, never logged."""
-
-    token: str = field(repr=False)
-    identity: Identity
-    permissions: Mapping[str, str]  # scoped tokens: the installation's permissions; {} otherwise
-    repositories: tuple[str, ...]  # scoped tokens limited to selected repositories, else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,14 +116,6 @@ _DELETE_LEGACY = _Op("apps/revoke-authorization-for-application", "DELETE", "/to
 _GRANT = _Op("apps/delete-authorization", "DELETE", "/grant")
 _GRANT_LEGACY = _Op("apps/revoke-grant-for-application", "DELETE", "/grants/{token}")
 _SCOPE_TOKEN = _Op("apps/scope-token", "POST", "/token/scoped", repeatable=False)
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """What GitHub said: a status and its JSON body (None when empty). Short-lived: never stored."""
-
-    status: int
-    body: object
 
 
 class GitHubClient:
@@ -184,23 +165,23 @@ class GitHubClient:
     async def check(self, token: str) -> Identity | None:
         """Whose token this is, asking each configured app in turn; None when none knows it."""
         op = _CHECK_LEGACY if self._legacy else _CHECK
-        return await self._each_app(op, token, None, _checked)
+        return await self._each_app(op, token, None, checked)
 
     async def reset(self, token: str, *, client_id: str | None = None) -> IssuedToken | None:
         """Replace a token with a new one (the old one stops working at once); None: no app knows it."""
         op = _RESET_LEGACY if self._legacy else _RESET
-        return await self._each_app(op, token, client_id, _issued(scoped=False))
+        return await self._each_app(op, token, client_id, issued(scoped=False))
 
     async def delete(self, token: str, *, client_id: str | None = None) -> bool:
         """Revoke one token; False when no app knows it."""
         op = _DELETE_LEGACY if self._legacy else _DELETE
-        return await self._each_app(op, token, client_id, _deleted) is not None
+        return await self._each_app(op, token, client_id, deleted) is not None
 
     async def delete_grant(self, token: str, *, client_id: str | None = None) -> bool:
         """Revoke the grant of the token's user for the app: every token of theirs for it; False when
         no app knows the token."""
         op = _GRANT_LEGACY if self._legacy else _GRANT
-        return await self._each_app(op, token, client_id, _deleted) is not None
+        return await self._each_app(op, token, client_id, deleted) is not None
 
     async def scoped(
         self, token: str, spec: UpstreamTokenConfig, *, client_id: str | None = None
@@ -217,7 +198,7 @@ class GitHubClient:
         }
         requested = spec.repositories or tuple(str(i) for i in spec.repository_ids)
         extra = {k: v for k, v in fields.items() if v is not None and v != [] and v != {}}
-        return await self._each_app(_SCOPE_TOKEN, token, client_id, _issued(requested, scoped=True), extra)
+        return await self._each_app(_SCOPE_TOKEN, token, client_id, issued(requested, scoped=True), extra)
 
     # -----------------------------------------------------------------------------------------------
     # What every operation shares
@@ -236,7 +217,7 @@ class GitHubClient:
         op: _Op,
         token: str,
         client_id: str | None,
-        parse: Callable[[str, _Answer], T | None],
+        parse: Callable[[str, Answer], T | None],
         extra: Mapping[str, object] | None = None,
     ) -> T | None:
         """Ask each app (or the one named) in turn; the first answer that is not a 404 settles it."""
@@ -259,7 +240,7 @@ class GitHubClient:
         op: _Op,
         path: str,
         *,
-        parse: Callable[[_Answer], T],
+        parse: Callable[[Answer], T],
         json: Mapping[str, object] | None = None,
         secret: str = "",
     ) -> T:
@@ -333,7 +314,7 @@ class GitHubClient:
         status: int,
         hint: float | None,
         raw: bytes,
-        parse: Callable[[_Answer], T],
+        parse: Callable[[Answer], T],
         secret: str,
     ) -> T:
         """GitHub's final answer to one operation: the parsed value, or the error it means."""
@@ -341,7 +322,7 @@ class GitHubClient:
             body = _json(raw, status) if raw else None
             if status == 404 and not isinstance(body, dict):  # a 404 page, not GitHub's: wrong api_url?
                 raise GitHubUnavailable("GitHub's 404 answer was not GitHub's JSON error", status=404)
-            value = parse(_Answer(status, body))
+            value = parse(Answer(status, body))
             self._answered()
             return value
         if status == 401:
@@ -491,89 +472,3 @@ def _refused(op_id: str, details: Mapping[str, object] | None) -> str:
         else:
             reasons.append(str(item))
     return f"GitHub refused {op_id} (422): {'; '.join(r for r in reasons if r)}"
-
-
-def _off_schema(what: str, status: int = 200) -> GitHubUnavailable:
-    return GitHubUnavailable(f"GitHub's answer did not fit its schema: {what}", status=status)
-
-
-def _timestamp(value: object) -> float | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > 64:
-        raise _off_schema("expires_at is not an ISO-8601 time")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise _off_schema("expires_at is not an ISO-8601 time") from None
-    if moment.tzinfo is None:
-        raise _off_schema("expires_at has no time zone")
-    return moment.timestamp()
-
-
-# ---------------------------------------------------------------------------------------------------
-# Parsers of each operation's answer: None for a 404 (not this app's token), else a strictly valid value
-
-
-def _authorization(answer: _Answer) -> dict[str, object]:
-    if answer.status != 200 or not isinstance(answer.body, dict):
-        raise _off_schema(f"a {answer.status} answer without an authorization object", answer.status)
-    return answer.body
-
-
-def _identity(body: Mapping[str, object], client_id: str) -> Identity:
-    """The identity in an `authorization` object."""
-    user = body.get("user")
-    if not isinstance(user, dict):
-        raise _off_schema("user is not an object")
-    if "scopes" not in body:
-        raise _off_schema("scopes is missing")
-    scopes = [] if body["scopes"] is None else body["scopes"]
-    expires_at = _timestamp(body.get("expires_at"))
-    try:
-        return checked_identity(user.get("login"), user.get("id"), scopes, expires_at, client_id)
-    except ValueError as exc:
-        raise _off_schema(str(exc)) from None
-
-
-def _checked(client_id: str, answer: _Answer) -> Identity | None:
-    return None if answer.status == 404 else _identity(_authorization(answer), client_id)
-
-
-def _deleted(_client_id: str, answer: _Answer) -> bool | None:
-    if answer.status == 404:
-        return None
-    if answer.status != 204:
-        raise _off_schema(f"a {answer.status} answer where GitHub answers 204", answer.status)
-    return True
-
-
-def _issued(requested: tuple[str, ...] = (), *, scoped: bool) -> Callable[[str, _Answer], IssuedToken | None]:
-    """The parser of a reset or scope answer. GitHub names no repositories in it (only
-    `repository_selection`), so a token limited to selected repositories lists the ones requested."""
-
-    def parse(client_id: str, answer: _Answer) -> IssuedToken | None:
-        if answer.status == 404:
-            return None
-        body = _authorization(answer)
-        token = body.get("token")
-        if not well_formed_token(token):
-            raise _off_schema("token is not a token (a b64token of at most 255 characters)")
-        identity = _identity(body, client_id)
-        installation = body.get("installation")
-        if installation is None and not scoped:
-            return IssuedToken(token, identity, MappingProxyType({}), ())
-        if not isinstance(installation, dict):
-            raise _off_schema("installation is not an object")
-        permissions = installation.get("permissions")
-        if not isinstance(permissions, dict) or not all(
-            isinstance(k, str) and _PERMISSION.fullmatch(k) and v in _LEVELS for k, v in permissions.items()
-        ):
-            raise _off_schema("installation.permissions is not a map of permissions to read/write/admin")
-        selection = installation.get("repository_selection")
-        if selection not in ("all", "selected"):
-            raise _off_schema("installation.repository_selection is not 'all' or 'selected'")
-        repositories = requested if selection == "selected" else ()
-        return IssuedToken(token, identity, MappingProxyType(dict(permissions)), repositories)
-
-    return parse
