@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import logging
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 
 from . import __version__, config, linewriter, token_cli
 from .accesslog import configure_logging
 from .errors import ConfigError
+from .multiprocess import share_metrics_between_workers
 from .testing import fake_github
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _with_config(parser: argparse.ArgumentParser) -> None:
@@ -60,15 +55,6 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _share_metrics_between_workers() -> None:
-    """prometheus-client's multiprocess mode: each worker writes its samples to one directory and
-    any of them reports the sum (the operator may choose the directory)."""
-    if not os.environ.get(MULTIPROC_ENV):
-        directory = tempfile.mkdtemp(prefix="gateway-metrics-")
-        os.environ[MULTIPROC_ENV] = directory
-        atexit.register(shutil.rmtree, directory, ignore_errors=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `gateway` and `python -m gateway`."""
     args = _parser().parse_args(argv)
@@ -97,7 +83,7 @@ def _serving(args: argparse.Namespace) -> int:
         path = config.resolve_path(args.config)
         loaded = config.load(path)
         if loaded.server.worker_count > 1:
-            _share_metrics_between_workers()
+            share_metrics_between_workers()
         from . import server  # after the line above: prometheus-client picks its mode on import
 
         server.serve(path, loaded)

@@ -31,8 +31,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from . import linewriter
 from .accesslog import UPSTREAM_CUT
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by `gateway serve` (cli.py) for workers
+from .multiprocess import MULTIPROC_ENV
 
 REQUESTS = Counter(
     "gateway_requests_total", "Requests answered, by route and status code.", ["route", "code"]

@@ -25,6 +25,10 @@ What GitHub does, the fake does:
 
 Switches for failure tests: `latency` (seconds before every answer), `outage` (answer every call with
 that status), `hang` (answer nothing until it is switched off or the server stops).
+
+Longer than most modules here: one operation of GitHub's per method, each short, and the checks they
+share (the app's credentials, the body, the token) read best beside them; the state they act on is in
+`fake_github_model`.
 """
 
 from __future__ import annotations
