@@ -1,5 +1,5 @@
-"""One JSON line per request on stdout, and the gateway's own records as JSON lines on stderr (DESIGN
-§7), both through a `LineWriter`: a line never waits for its stream. Never a token, never an
+"""One JSON line per request on stdout, and the gateway's own records as JSON lines on stderr (README:
+Logs), both through a `LineWriter`: a line never waits for its stream. Never a token, never an
 Authorization value.
 """
 

@@ -1,4 +1,4 @@
-"""The admin listener (DESIGN §5): `/healthz`, `/readyz` and `/metrics` on a port of their own,
+"""The admin listener (README: The admin port): `/healthz`, `/readyz` and `/metrics` on a port of their own,
 loopback by default, so probes and scrapes never mix with the traffic the gateway guards."""
 
 from __future__ import annotations

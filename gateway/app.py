@@ -1,4 +1,4 @@
-"""Wiring an aiohttp Application from a Config: the request path of DESIGN §1, end to end."""
+"""One config's request path, end to end, and its wiring (docs/architecture.md: The request path)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Serve one request; every refusal becomes its DESIGN §4 response; one access-log line."""
+        """Serve one request; every refusal becomes its response (README: What callers get back), every
+        other failure a JSON 500; one access-log line."""
         started = time.perf_counter()
         record = AccessRecord(
             request_id=request_id(request.headers),
@@ -241,7 +242,7 @@ FORWARD_AUTH_FAMILIES = {
 
 
 def _internal_error(exc: Exception, request: web.BaseRequest, record: AccessRecord) -> InternalError:
-    """A bug of the gateway's own, logged; what its caller is told (DESIGN §4's JSON 500)."""
+    """A bug of the gateway's own, logged; what its caller is told (a JSON 500)."""
     # SECURITY: the exception's text may quote what the request carried: its type and where it was
     # raised are logged, never its message (nor the query string, nor a header)
     where = "".join(traceback.format_tb(exc.__traceback__))

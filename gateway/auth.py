@@ -1,4 +1,4 @@
-"""A request's credentials → an `Identity`, or a typed refusal (DESIGN §3, §4)."""
+"""A request's credentials → an `Identity`, or a typed refusal (README: How tokens are checked)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `gateway` command: a thin layer that parses arguments and hands them on (DESIGN §6)."""
+"""The `gateway` command: a thin layer that parses arguments and hands them on (README)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The gateway's own endpoints under `control_prefix` on the main port (DESIGN §5)."""
+"""The gateway's own endpoints under `control_prefix` on the main port (README: What callers get back)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@
     │   ├── GitHubUnavailable       timeout, connection error, 5xx, 422, an answer off GitHub's schema
     │   │   └── GitHubValidationFailed  422 on reset, delete, delete grant or scope: the input refused
     │   └── AppCredentialsRejected  401: the app's client_id/client_secret are wrong
-    └── Refusal                     a request the gateway answers itself (DESIGN §4)
+    └── Refusal                     a request the gateway answers itself
         ├── Unauthenticated         401, no credentials
         ├── InvalidToken            401, malformed, invalid, expired or revoked token
         ├── InsufficientScope       403 with the missing scopes
@@ -73,8 +73,9 @@ class AppCredentialsRejected(GitHubError):
 
 
 class Refusal(GatewayError):
-    """A request the gateway answers itself, with the status and body of DESIGN §4; with `close`, the
-    connection is closed after the answer (nothing after the request on it can be trusted)."""
+    """A request the gateway answers itself, with its status and JSON body (README: What callers get
+    back); with `close`, the connection is closed after the answer (nothing after the request on it can
+    be trusted)."""
 
     status = 500
     code = "internal_error"

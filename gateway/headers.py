@@ -1,4 +1,4 @@
-"""Header names: every rule about them, in one place (DESIGN §4).
+"""Header names: every rule about them, in one place (README: What callers get back; SECURITY.md).
 
 What is hop-by-hop, what the gateway sets itself, what it strips from requests (in every spelling a
 CGI/WSGI-style upstream would read as the same name), and so what a config may not name as an
@@ -68,7 +68,7 @@ _FORWARDING = frozenset(
 _REQUEST_OVERRIDES = frozenset(
     {"x-original-url", "x-rewrite-url", "x-http-method-override", "x-http-method", "x-method-override"}
 )
-# SECURITY: forward-auth's inputs (DESIGN §5) say which request a front proxy had authorized; passed on
+# SECURITY: forward-auth's inputs say which request a front proxy had authorized; passed on
 # to an upstream that trusts them, they would name another path or method than the one judged here
 _FORWARD_AUTH_INPUTS = frozenset(
     {"x-original-uri", "x-forwarded-uri", "x-original-method", "x-forwarded-method"}

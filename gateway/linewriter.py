@@ -1,4 +1,4 @@
-"""Lines to stdout and stderr that never hold up a request (DESIGN §7).
+"""Lines to stdout and stderr that never hold up a request (README: Logs).
 
 Whoever has a line appends it to a bounded buffer and moves on; a thread of the stream's own writes
 the buffer out. When the stream's reader stalls (a full pipe, a stuck log shipper), that thread

@@ -1,4 +1,4 @@
-"""Prometheus metrics, named `gateway_*` (DESIGN §7). Labels never hold a token or a user.
+"""Prometheus metrics, named `gateway_*` (README: Logs). Labels never hold a token or a user.
 
 With `workers: N` every worker writes its samples to `$PROMETHEUS_MULTIPROC_DIR` (prometheus-client's
 multiprocess mode, set up by `gateway serve` before this module is imported), so whichever worker
@@ -142,7 +142,7 @@ TALLY = Tally()
 linewriter.STDOUT.count_drops(LOG_LINES_DROPPED.labels("stdout").inc)
 linewriter.STDERR.count_drops(LOG_LINES_DROPPED.labels("stderr").inc)
 
-# refusals that are authentication or policy decisions, by their DESIGN §4 error code
+# refusals that are authentication or policy decisions, by their error code
 _DECIDED = frozenset(
     {
         "unauthenticated",

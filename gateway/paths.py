@@ -1,4 +1,4 @@
-"""Request paths: the one canonical form routing, policy and the upstream all use (DESIGN §4).
+"""Request paths: the one canonical form routing, policy and the upstream all use (SECURITY.md).
 
 Runs before routing: a path is normalised (or refused with 400) first, then matched. Pure functions,
 no I/O. What is refused and why is in SECURITY.md ("One path, one decision").

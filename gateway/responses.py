@@ -1,4 +1,4 @@
-"""The one place that turns a refusal into an HTTP response (DESIGN §4)."""
+"""The one place that turns a refusal into an HTTP response (README: What callers get back)."""
 
 from __future__ import annotations
 

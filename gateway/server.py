@@ -1,4 +1,4 @@
-"""Running the gateway: the event loop, the listener, TLS, workers, signals and draining (DESIGN §9).
+"""Running the gateway: the event loop, the listener, TLS, workers, signals and draining (README: Workers).
 
 With `workers: N > 1` the parent binds the listening socket once, forks N workers that accept on
 it (the kernel hands each connection to one of them), restarts a worker that dies, and on

@@ -1,5 +1,5 @@
 """HTTP/1.1 on the wire, both sides, built from aiohttp's parts: the one module that reaches into
-aiohttp's internals (DESIGN §8).
+aiohttp's internals (docs/architecture.md).
 
 The listener's connection handler and server (aiohttp's `RequestHandler` and `web.Server`, with each
 request head held to a deadline and a size, and a bounded number of connections), the protocol of
@@ -48,14 +48,14 @@ HANDLER_ARGS: dict[str, Any] = {
     "max_field_size": 8190,
     "access_log": None,
     "read_bufsize": READ_BUFSIZE,
-    # SECURITY: a body is passed on as the bytes that came (DESIGN §3). Inflated, a gzip body would
+    # SECURITY: a body is passed on as the bytes that came (docs/architecture.md). Inflated, a gzip body would
     # go upstream under the caller's Content-Length, and its surplus would read there as a request
     "auto_decompress": False,
 }
 
 
 class _Connection(RequestHandler):
-    """aiohttp's connection handler, answering what it refuses itself with DESIGN §4's JSON, holding
+    """aiohttp's connection handler, answering what it refuses itself with the JSON of every refusal, holding
     each request head to `header_timeout` seconds and `max_header_size` bytes, and telling its server
     when it is idle between requests.
 

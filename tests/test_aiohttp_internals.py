@@ -1,4 +1,4 @@
-"""The aiohttp internals gateway/wire.py builds on (DESIGN §8), each named: an aiohttp upgrade that
+"""The aiohttp internals gateway/wire.py builds on (docs/architecture.md), each named: an aiohttp upgrade that
 moves one fails here, by name, before the behaviours it carries fail in the security suite (the 431
 on a large head, the header deadline, idle connections making room, early and cut answers relayed
 as they are). pyproject.toml caps aiohttp to the minor version these were checked against."""

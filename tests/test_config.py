@@ -1,4 +1,5 @@
-"""Loading `gateway.yaml` (DESIGN §2): what a user writes, what they get, and what every mistake says."""
+"""Loading `gateway.yaml` (README: Configuration): what a user writes, what they get, and what every
+mistake says."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ REGENERATE = (
 # shaped like a real client secret (40 hex), so that finding it in any output means a leak
 SECRET = "4f1c2b8e9d0a7c6b5e4d3c2b1a0f9e8d7c6b5a49"
 
-# The example of DESIGN §2, verbatim: every value in it is also the default
+# The example configuration of the product's design, verbatim: every value in it is also the default
 DESIGN_EXAMPLE = """\
 server:
   host: 0.0.0.0

@@ -1,5 +1,5 @@
-"""The connection metrics of DESIGN §7 as an operator scrapes them from `gateway serve` with workers:
-summed over the workers alive, a dead worker's connections leaving the sum with it."""
+"""The connection metrics (README: The admin port) as an operator scrapes them from `gateway serve` with
+workers: summed over the workers alive, a dead worker's connections leaving the sum with it."""
 
 from __future__ import annotations
 

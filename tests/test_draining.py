@@ -1,4 +1,4 @@
-"""A rolling restart on one host (DESIGN §9): the old `gateway serve` drains after SIGTERM while a
+"""A rolling restart on one host (README: Workers): the old `gateway serve` drains after SIGTERM while a
 replacement starts on the same main and admin ports and serves, and the old one's request in flight
 still completes."""
 

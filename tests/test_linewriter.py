@@ -1,5 +1,5 @@
 """stdout and stderr never hold up the gateway: lines go through a bounded buffer that a thread writes
-to a real pipe here; what a stalled reader leaves no room for is dropped and counted (DESIGN §7)."""
+to a real pipe here; what a stalled reader leaves no room for is dropped and counted (README: Logs)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What the logs say about an answer: the body bytes the client got, an answer the upstream cut short,
-and why a 502 or 504 happened (DESIGN §7)."""
+and why a 502 or 504 happened (README: Logs)."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ async def test_a_502_and_a_504_say_on_stderr_which_upstream_failed_and_why(
 async def test_a_fault_in_the_request_path_is_a_json_500_with_its_log_line(
     start_gateway: GatewayFactory, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A bug of the gateway's own (injected here into route matching) still gets DESIGN §4's JSON 500,
+    """A bug of the gateway's own (injected here into route matching) still gets the JSON 500,
     an access-log line, a metric sample, and a log record that never quotes the exception's text."""
     gateway = await start_gateway()
     secret = "gho_" + "7" * 36

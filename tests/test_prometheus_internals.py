@@ -1,5 +1,5 @@
-"""The prometheus-client internals gateway/metrics.py builds on (DESIGN §8), each named: its tally adds
-many observations to a histogram at once, through the fields Histogram.observe itself uses. An
+"""The prometheus-client internals gateway/metrics.py builds on (docs/architecture.md), each named: its
+tally adds many observations to a histogram at once, through the fields Histogram.observe itself uses. An
 upgrade that moves them fails here, by name; pyproject.toml caps prometheus-client to the minor
 version they were checked against."""
 

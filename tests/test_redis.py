@@ -1,5 +1,5 @@
 """`cache.redis_url`: one identity cache for every worker and replica, and logouts carried to all of
-them, against a real redis-server (DESIGN §1, §5, §9)."""
+them, against a real redis-server (README: Sharing the cache)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every row of DESIGN §4, end to end over real sockets: what a caller gets back."""
+"""Every row of the README's "What callers get back", end to end over real sockets."""
 
 from __future__ import annotations
 

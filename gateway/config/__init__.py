@@ -1,4 +1,4 @@
-"""`gateway.yaml` (DESIGN §2): its typed models, loading them from the file, and its JSON Schema.
+"""`gateway.yaml` (README: Configuration): its typed models, loading it, and its JSON Schema.
 
 A loaded `Config` is immutable and validated all at once: `load()` raises one `ConfigError` listing
 every problem as ``FILE: key.path: what was expected``.

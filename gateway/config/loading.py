@@ -1,5 +1,5 @@
 """Reading `gateway.yaml`: `${VAR}` interpolation, the YAML loader, and every problem turned into one
-line of ``FILE: key.path: what was expected`` (DESIGN §2). Nothing here has side effects beyond
+line of ``FILE: key.path: what was expected`` (README: Configuration). Nothing here has side effects beyond
 reading the file and the environment.
 """
 
@@ -118,7 +118,7 @@ def _model_in(annotation: object) -> type[BaseModel] | None:
 
 
 def _sort_key(loc: Loc) -> list[tuple[int, str]]:
-    """Problems in the order of DESIGN §2 (the models' field order), list items by index."""
+    """Problems in the order the models list their fields, list items by index."""
     key: list[tuple[int, str]] = []
     model: type[BaseModel] | None = Config
     for part in loc:

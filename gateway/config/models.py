@@ -1,4 +1,5 @@
-"""`gateway.yaml`'s typed models (DESIGN §2): the value types of its fields (durations, URLs, header
+"""`gateway.yaml`'s typed models (README: Configuration): the value types of its fields (durations,
+URLs, header
 names, path prefixes, networks), and the sections they make up, each validated all at once.
 
 Longer than most modules here: every validator in the first half serves the models in the second,

@@ -1,4 +1,4 @@
-"""GitHub's OAuth Apps API: the one client that talks to GitHub (DESIGN §3, §5, §6, §9).
+"""GitHub's OAuth Apps API: the one client that talks to GitHub (README: How tokens are checked).
 
 Every operation of the API, in both forms. `check_method: token` (github.com, any current GHES) sends the
 token in a JSON body; `check_method: legacy` (old GHES) uses the deprecated path forms, which

@@ -1,7 +1,7 @@
 """Abuse limits: guessing tokens costs the guesser (429 per client address beyond
 `rate_limit.failed_auth_per_minute`, each check call paid for before it is made), not GitHub, and no
 flood of junk tokens ever has more than `github.max_concurrent_checks` calls in flight at GitHub
-(DESIGN §2, §4; issues 4 and 9).
+(README: Configuration, What callers get back; issues 4 and 9).
 """
 
 from __future__ import annotations

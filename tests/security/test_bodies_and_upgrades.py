@@ -54,7 +54,7 @@ async def test_a_chunked_body_over_the_limit_is_413_while_it_is_still_streaming(
 async def test_a_websocket_upgrade_without_credentials_is_refused_and_opens_nothing(
     gateway: Gateway, upstream: RecordingUpstream
 ) -> None:
-    """Unauthenticated WebSocket: an upgrade is a request like any other (DESIGN §4)."""
+    """Unauthenticated WebSocket: an upgrade is a request like any other (README: What callers get back)."""
     answer = await exchange(
         gateway.port, raw("GET", "/svc/ws", *UPGRADE, close=False) + SMUGGLED, responses=2
     )

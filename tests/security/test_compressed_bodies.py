@@ -3,7 +3,7 @@
 A proxy that inflates a `Content-Encoding: gzip` body and forwards the inflated bytes under the
 caller's own `Content-Length` desynchronises its keep-alive upstream connection: the surplus reads as a
 second request, with identity headers the anonymous caller wrote, and its answer goes to whoever sends
-the next request on that connection (DESIGN §3: never decompress, recompress or re-frame).
+the next request on that connection (docs/architecture.md: never decompress, recompress or re-frame).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Clients that hold what a connection costs: idle connections by the thousand, heads of hundreds of
 kilobytes, bodies that stall, keep-alive connections never used again. Each is bounded by a `server.*`
-key (DESIGN §2) and answered as DESIGN §4 says.
+key (README: Configuration) and answered as the README's "What callers get back" says.
 
 The gateway itself tells the time: waits here end when the gateway closes a connection or answers,
 and `BOUND` only bounds a hang.

@@ -1,5 +1,6 @@
 """GitHub answer abuse: an answer off GitHub's schema (a compromised, misrouted or odd GitHub, a
-captive portal) is treated like an outage: 503, never passed on, never cached (DESIGN §3, §4).
+captive portal) is treated like an outage: 503, never passed on, never cached (README: How tokens are
+checked).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Header defences: what a caller sends never reads as identity, client address, request id or route
-upstream, in any spelling; a header the parser cannot read unambiguously is refused (DESIGN §4).
+upstream, in any spelling; a header the parser cannot read unambiguously is refused (README: What callers
+get back).
 
 Requests go as raw bytes so that no client library normalises a name, a value or a duplicate away.
 """
@@ -269,7 +270,7 @@ async def test_whitespace_before_the_first_header_is_400(
 async def test_an_oversized_request_head_is_400_without_echoing_it(
     gateway: Gateway, upstream: RecordingUpstream, shape: str
 ) -> None:
-    """Oversized headers: refused whole with DESIGN §4's JSON, the offending bytes (a token) not quoted."""
+    """Oversized headers: refused whole with the JSON error body, the offending bytes (a token) not quoted."""
     token = canary()
     if shape == "one long header":
         head = raw("GET", "/svc", f"Authorization: Bearer {token}{'A' * 9000}")

@@ -1,5 +1,6 @@
 """Path confusion: one normalised path decides the route, the policy and what the upstream receives,
-whatever encoding trick the request line carries; ambiguous paths get 400 (DESIGN §4, issue 4).
+whatever encoding trick the request line carries; ambiguous paths get 400 (README: What callers get back,
+issue 4).
 
 `mallory` holds a valid token without the scope /admin requires: a 403 proves a request was judged by
 the /admin route, a 200 that some other route let it through.

@@ -1,6 +1,6 @@
-"""Token handling: a token counts only in the one `Authorization: Bearer|token` header (DESIGN §3);
-anything malformed is refused before GitHub hears of it, and credentials the gateway did not check are
-never passed on.
+"""Token handling: a token counts only in the one `Authorization: Bearer|token` header (README: How
+tokens are checked); anything malformed is refused before GitHub hears of it, and credentials the
+gateway did not check are never passed on.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ async def test_a_token_in_the_query_string_is_never_accepted(
 async def test_a_token_in_a_cookie_is_never_accepted(
     gateway: Gateway, upstream: RecordingUpstream, world: World
 ) -> None:
-    """Cookie credentials: a token a browser sends by itself is a CSRF-able credential (DESIGN §3)."""
+    """Cookie credentials: a token a browser sends by itself is a CSRF-able credential (README: How tokens
+    are checked)."""
     token = world.github.add_token("alice", 7)
     cookie = f"Cookie: access_token={token}; token={token}; Authorization=Bearer%20{token}"
     assert (await refused(gateway, raw("GET", "/svc", cookie)))["error"] == "unauthenticated"
@@ -46,7 +47,7 @@ async def test_a_token_in_a_cookie_is_never_accepted(
 async def test_a_token_in_a_form_field_is_never_accepted(
     gateway: Gateway, upstream: RecordingUpstream, world: World
 ) -> None:
-    """RFC 6750 §2.2 form-encoded tokens: not a credential here (DESIGN §3)."""
+    """RFC 6750 §2.2 form-encoded tokens: not a credential here (README: How tokens are checked)."""
     token = world.github.add_token("alice", 7)
     form = f"access_token={token}".encode()
     message = raw(

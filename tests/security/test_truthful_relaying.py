@@ -2,7 +2,7 @@
 
 An answer the upstream broke off reaches the caller as a broken answer, never as a whole one; an
 upstream that answers before it has read a large upload is heard, not replaced by a 502; and the
-gateway adds no Content-Type the upstream did not give (DESIGN §3: bytes pass through untouched).
+gateway adds no Content-Type the upstream did not give (docs/architecture.md: bodies pass through untouched).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Secret hygiene, after the whole suite (this file runs last): the canary token rode on many attack
 requests; it must appear in no access-log line, log record, exception, captured output or error body
-(DESIGN §7, issue 4). Its own battery makes the check mean something when run alone too.
+(README: Logs, issue 4). Its own battery makes the check mean something when run alone too.
 """
 
 from __future__ import annotations
