@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -17,6 +16,7 @@ from .app import make_server, open_gateway
 from .config import Config
 from .echo import echo_app
 from .fake_github import FakeGitHub
+from .stopping import stop_event
 
 # What `gateway.yaml` reads from the environment, filled with demo values when unset
 DEMO_ENV = {"GITHUB_CLIENT_SECRET": "demo-secret"}
@@ -86,10 +86,7 @@ async def run_demo(path: str | None) -> None:
     host = config.server.host
     fake = FakeGitHub({a.client_id: a.client_secret.get_secret_value() for a in config.github.apps})
     tokens = demo_tokens(fake)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
         runner, github_port = await _start(web.AppRunner(fake.app(), access_log=None), "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)

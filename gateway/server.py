@@ -29,6 +29,7 @@ from .admin import Readiness, admin_app
 from .app import Gateway, make_server, open_gateway
 from .config import Config, load
 from .errors import ConfigError
+from .stopping import stop_event
 
 log = logging.getLogger("gateway.server")
 
@@ -135,10 +136,8 @@ class _Reloader:
 
 
 async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
-    stop = asyncio.Event()
+    stop = stop_event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     async with _Reloader(path, config) as live, contextlib.AsyncExitStack() as listeners:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(live.reload()))
         readiness = Readiness(lambda: live.current is not None and live.current.github.usable)
