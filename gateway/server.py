@@ -4,6 +4,8 @@ With `workers: N > 1` the parent binds the listening socket once, forks N worker
 it (the kernel hands each connection to one of them), restarts a worker that dies, and on
 SIGTERM/SIGINT passes the signal on and waits for every worker to drain. A drain frees the main and
 admin ports as it begins, so a replacement on the same host starts while requests in flight finish.
+The parent owns the config, as gunicorn's arbiter does: it alone reads the file on SIGHUP, sends
+what it validated to the running workers, and starts every later worker with it (`_Supervisor`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from aiohttp import web
 
@@ -73,31 +81,49 @@ _LISTENER = (
 )
 
 
+def _reread(path: Path, running: Config) -> Config | None:
+    """The config to reload to: the file read again, with `running`'s listener (`_LISTENER`), which
+    only changes with a restart. None if the file has any problem: each is logged, the running config
+    stays."""
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("reload refused, the running config stays: %s", problem)
+        return None
+    kept = {k: getattr(running.server, k) for k in _LISTENER}
+    changed = [k for k, v in kept.items() if getattr(config.server, k) != v]
+    if changed:
+        log.warning(
+            "reload: server.%s only change with a restart; kept as they were", ", server.".join(changed)
+        )
+    return config.model_copy(update={"server": config.server.model_copy(update=kept)})
+
+
 class _Reloader:
-    """The gateway serving now, and SIGHUP's swap to one built from the file read again.
+    """The gateway serving now, and the swaps to one built from a new config.
 
     The whole config is one immutable object: a reload builds a new Gateway from it and swaps it in
     for new requests, while requests in flight finish on the one they started with (its sessions
-    close after `shutdown_timeout`). A file with any problem is refused and logged; the running
-    config stays. The listener (`_LISTENER`: its sockets, and the bounds of the connections it accepts)
-    only changes with a restart.
+    close after `shutdown_timeout`). Swaps happen one at a time, in the order their configs came.
+    New configs come from the file on SIGHUP in a single process, from the supervisor in a worker.
     """
 
-    def __init__(self, path: Path, config: Config) -> None:
-        self._path = path
-        self.config = config
+    def __init__(self, config: Config) -> None:
+        self._config = config
         self._stack = contextlib.AsyncExitStack()
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._swapping = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.current: Gateway | None = None
 
     async def __aenter__(self) -> _Reloader:
-        self.current = await self._stack.enter_async_context(open_gateway(self.config))
+        self.current = await self._stack.enter_async_context(open_gateway(self._config))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._retiring:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stack.aclose()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -105,27 +131,38 @@ class _Reloader:
         assert self.current is not None
         return await self.current.handle(request)
 
-    async def reload(self) -> None:
-        """Read the file again; swap in its config, or log why not and keep the running one."""
-        try:
-            config = load(self._path)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload refused, the running config stays: %s", problem)
-            return
-        fixed = [k for k in _LISTENER if getattr(config.server, k) != getattr(self.config.server, k)]
-        if fixed:
-            log.warning(
-                "reload: server.%s only change with a restart; kept as they were", ", server.".join(fixed)
-            )
-        stack = contextlib.AsyncExitStack()
-        fresh = await stack.enter_async_context(open_gateway(config))
-        old_stack, self._stack = self._stack, stack
-        self.current, self.config = fresh, config
-        task = asyncio.ensure_future(self._retire(old_stack, self.config.server.shutdown_timeout))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
-        log.info("reloaded %s", self._path)
+    def follow_sighup(self, path: Path) -> None:
+        """Reload from `path` on each SIGHUP: a single process, with no supervisor, reads it itself."""
+
+        def reread() -> None:
+            if (config := _reread(path, self._config)) is not None:
+                self.reload(config)
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reread)
+
+    def follow_supervisor(self, configs: Connection) -> None:
+        """Reload to each config the supervisor sends down `configs`; one sent before this worker
+        read it (while it was starting) waits in the pipe until now."""
+        # no EOF to watch for: this process has held a copy of the pipe's write end since its fork
+        asyncio.get_running_loop().add_reader(configs.fileno(), lambda: self.reload(configs.recv()))
+
+    def reload(self, config: Config) -> None:
+        """Swap `config` in for new requests, once the swaps before it are done."""
+        self._run(self._swap(config))
+
+    async def _swap(self, config: Config) -> None:
+        async with self._swapping:
+            stack = contextlib.AsyncExitStack()
+            fresh = await stack.enter_async_context(open_gateway(config))
+            old_stack, self._stack = self._stack, stack
+            self.current = fresh
+        self._run(self._retire(old_stack, config.server.shutdown_timeout))
+        log.info("config reloaded (pid %d)", os.getpid())
+
+    def _run(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)  # cancelled on the way out, not left pending
+        task.add_done_callback(self._tasks.discard)
 
     @staticmethod
     async def _retire(stack: contextlib.AsyncExitStack, grace: float) -> None:
@@ -135,11 +172,11 @@ class _Reloader:
             await stack.aclose()
 
 
-async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
+async def _serve(config: Config, sock: socket.socket, follow: Callable[[_Reloader], None]) -> None:
+    """Serve on `sock` until SIGINT/SIGTERM, then drain; `follow` hooks up where new configs come from."""
     stop = stop_event()
-    loop = asyncio.get_running_loop()
-    async with _Reloader(path, config) as live, contextlib.AsyncExitStack() as listeners:
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(live.reload()))
+    async with _Reloader(config) as live, contextlib.AsyncExitStack() as listeners:
+        follow(live)
         readiness = Readiness(lambda: live.current is not None and live.current.github.usable)
         server = make_server(live.handle, config.server)
         runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
@@ -168,18 +205,6 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
     log.info("stopped (pid %d)", os.getpid())
 
 
-def _worker(path: Path, config: Config, sock: socket.socket) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which passes SIGTERM on
-    # the parent's handler came with the fork and would swallow SIGTERM: until the event loop
-    # installs its own, SIGTERM ends a worker that has nothing in flight yet
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _install_uvloop()
-    try:
-        asyncio.run(_serve(path, config, sock))
-    finally:
-        linewriter.drain()  # a worker ends with os._exit, without returning to the command's own drain
-
-
 def serve(path: Path, config: Config) -> None:
     """Serve `config` (read from `path`) until SIGINT/SIGTERM, then stop accepting and let in-flight
     requests finish; SIGHUP reads `path` again."""
@@ -187,13 +212,55 @@ def serve(path: Path, config: Config) -> None:
     workers = config.server.worker_count
     if workers == 1:
         _install_uvloop()
-        asyncio.run(_serve(path, config, sock))
+        asyncio.run(_serve(config, sock, lambda live: live.follow_sighup(path)))
         return
     _Supervisor(path, config, sock, workers).run()
 
 
+# The supervisor's signals: each handler only queues its signal for the supervisor's loop
+_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM}
+
+
+def _read_only(items: dict[str, str]) -> MappingProxyType[str, str]:
+    return MappingProxyType(items)
+
+
+# a Config reaches running workers pickled (Connection.send); pickle refuses its read-only mappings
+# (upstream_token.permissions), which travel as dicts and arrive read-only again
+ForkingPickler.register(MappingProxyType, lambda proxy: (_read_only, (dict(proxy),)))
+
+
+def _worker(config: Config, sock: socket.socket, configs: Connection) -> None:
+    # the supervisor owns the config: a worker takes new ones from `configs`, never from the file, so
+    # a SIGHUP sent to the whole process group leaves it alone
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which passes SIGTERM on
+    # the parent's handler came with the fork and would swallow SIGTERM: until the event loop
+    # installs its own, SIGTERM ends a worker that has nothing in flight yet
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # blocked since the fork (_Supervisor._spawn)
+    _install_uvloop()
+    try:
+        asyncio.run(_serve(config, sock, lambda live: live.follow_supervisor(configs)))
+    finally:
+        linewriter.drain()  # a worker ends with os._exit, without returning to the command's own drain
+
+
+@dataclass(frozen=True)
+class _Worker:
+    process: BaseProcess
+    configs: Connection  # the supervisor's end of the pipe the worker reads new configs from
+
+
 class _Supervisor:
-    """Keeps N worker processes serving one socket; restarts the ones that die."""
+    """Keeps N worker processes serving one socket with the config in force; restarts the ones that die.
+
+    It owns the config, as gunicorn's arbiter does: on SIGHUP it reads and validates the file (a bad
+    one is refused and logged), keeps the new config, and sends it to each running worker, which
+    swaps it in; every worker started afterwards, a replacement included, forks with it. The signal
+    handlers only queue; the loop acts between its other steps, so a reload never misses a worker
+    being started, and a stop is never held up by (nor followed by) a restart's backoff.
+    """
 
     def __init__(self, path: Path, config: Config, sock: socket.socket, count: int) -> None:
         self._path = path
@@ -201,63 +268,111 @@ class _Supervisor:
         self._sock = sock
         self._count = count
         self._context = multiprocessing.get_context("fork")
-        self._workers: list[BaseProcess] = []
+        self._workers: list[_Worker] = []
+        self._restarts: list[float] = []  # when each dead worker's replacement is due (monotonic)
+        self._signals: list[int] = []
+        self._wakeup = -1
         self._stopping = False
         self._failures = 0
         self._last_failure = 0.0
 
-    def _spawn(self) -> BaseProcess:
-        process = self._context.Process(
-            target=_worker, args=(self._path, self._config, self._sock), daemon=False
-        )
-        process.start()
-        return process
-
-    def _stop(self, signum: int, _frame: object) -> None:
-        self._stopping = True
-
-    def _reload(self, signum: int, _frame: object) -> None:
-        for worker in self._workers:  # each worker reads the file again and swaps on its own
-            if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signal.SIGHUP)
-
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGHUP, self._reload)
+        self._queue_signals()
         self._workers = [self._spawn() for _ in range(self._count)]
-        log.info("supervising %d workers: %s", self._count, [w.pid for w in self._workers])
-        while not self._stopping:
-            multiprocessing.connection.wait([w.sentinel for w in self._workers], timeout=0.5)
-            self._replace_dead()
+        while True:
+            self._wait()
+            self._act_on_signals()
+            if self._stopping:
+                break
+            self._reap()
+            self._restart_due()
         self._drain()
 
-    def _replace_dead(self) -> None:
-        for i, worker in enumerate(self._workers):
-            if worker.is_alive() or self._stopping:
-                continue
-            now = time.monotonic()
-            self._failures = 1 if now - self._last_failure > STABLE_AFTER else self._failures + 1
-            self._last_failure = now
-            delay = min(RESTART_BACKOFF_MAX, 0.1 * 2 ** min(self._failures, 10))
-            log.error("worker %s exited with %s; restarting in %.1fs", worker.pid, worker.exitcode, delay)
-            if worker.pid is not None:
-                metrics.worker_exited(worker.pid)
-            time.sleep(delay)
-            if not self._stopping:  # SIGTERM may have come during the backoff
-                self._workers[i] = self._spawn()
+    def _queue_signals(self) -> None:
+        self._wakeup, wake = os.pipe()
+        os.set_blocking(self._wakeup, False)
+        os.set_blocking(wake, False)
+        signal.set_wakeup_fd(wake)  # a signal ends the loop's wait, even one that came just before it
+        for sig in _SIGNALS:
+            signal.signal(sig, lambda signum, _frame: self._signals.append(signum))
+
+    def _wait(self) -> None:
+        """Until a signal, a worker's death, or the next restart falls due."""
+        due = min(self._restarts, default=None)
+        timeout = None if due is None else max(0.0, due - time.monotonic())
+        sentinels = [worker.process.sentinel for worker in self._workers]
+        if self._wakeup in multiprocessing.connection.wait([self._wakeup, *sentinels], timeout):
+            os.read(self._wakeup, 4096)  # the bytes only wake; the handlers queued the signals
+
+    def _act_on_signals(self) -> None:
+        while self._signals:
+            if self._signals.pop(0) == signal.SIGHUP:
+                self._reload()
+            else:
+                self._stopping = True
+
+    def _reload(self) -> None:
+        config = _reread(self._path, self._config)
+        if config is None:
+            return
+        self._config = config  # what every worker started from now on runs
+        for worker in self._workers:
+            # a config pickles to a few KB and the pipe holds 64 KiB: a worker still starting, which
+            # reads it once it can, does not hold the supervisor up
+            with contextlib.suppress(OSError):  # it died meanwhile: its replacement starts with `config`
+                worker.configs.send(config)
+        log.info("reloaded %s", self._path)
+
+    def _spawn(self) -> _Worker:
+        """A worker forked with the config in force, which reads the ones after it from a pipe."""
+        receiver, sender = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_worker, args=(self._config, self._sock, receiver), daemon=False
+        )
+        # the child starts with the supervisor's signals blocked: one sent before it has set its own
+        # handling (_worker) waits for that, instead of running the supervisor's handler in the child
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+        receiver.close()  # the worker's end
+        log.info("worker %s started", process.pid)
+        return _Worker(process, sender)
+
+    def _reap(self) -> None:
+        """Schedule a replacement for each worker that died, later the more often they die."""
+        for worker in [w for w in self._workers if not w.process.is_alive()]:
+            self._workers.remove(worker)
+            worker.configs.close()
+            pid, delay = worker.process.pid, self._backoff()
+            log.error("worker %s exited with %s; restarting in %.1fs", pid, worker.process.exitcode, delay)
+            if pid is not None:
+                metrics.worker_exited(pid)
+            self._restarts.append(time.monotonic() + delay)
+
+    def _backoff(self) -> float:
+        now = time.monotonic()
+        self._failures = 1 if now - self._last_failure > STABLE_AFTER else self._failures + 1
+        self._last_failure = now
+        return min(RESTART_BACKOFF_MAX, 0.1 * 2.0 ** min(self._failures, 10))
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        self._workers += [self._spawn() for due in self._restarts if due <= now]
+        self._restarts = [due for due in self._restarts if due > now]
 
     def _drain(self) -> None:
         # the workers stop accepting as they drain; this copy of the socket must not keep the port
         # bound meanwhile, or a replacement on this host could not start until the drain is over
         self._sock.close()
         for worker in self._workers:
-            if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signal.SIGTERM)
+            if worker.process.pid is not None and worker.process.is_alive():
+                os.kill(worker.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + self._config.server.shutdown_timeout + 5
         for worker in self._workers:
-            worker.join(max(0.0, deadline - time.monotonic()))
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
         log.info("all workers stopped")
