@@ -185,7 +185,7 @@ async def test_a_sighup_while_a_worker_starts_reaches_it(supervised: Supervised)
         os.kill(pid, signal.SIGHUP)
     await eventually(lambda: every_worker_answers(gateway, 403), "a worker missed the reload")
     assert replacement in gateway.workers()
-    assert gateway.logged(f"reloaded {gateway.path}") == 1  # by the supervisor alone
+    assert gateway.logged("reloaded: the new config goes to 2 workers") == 1
 
 
 async def test_a_bad_file_on_sighup_is_refused_once_and_every_worker_keeps_the_running_config(
