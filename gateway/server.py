@@ -1,9 +1,9 @@
 """Running the gateway: the event loop, the listener, TLS, workers, signals and draining (README: Workers).
 
-With `workers: N > 1` the parent binds the listening socket once, forks N workers that accept on
-it (the kernel hands each connection to one of them), restarts a worker that dies, and on
-SIGTERM/SIGINT passes the signal on and waits for every worker to drain. A drain frees the main and
-admin ports as it begins, so a replacement on the same host starts while requests in flight finish.
+With `workers: N > 1` the parent binds the listening socket once and hands it to a supervisor
+(supervisor.py) that forks N workers accepting on it (the kernel hands each connection to one of
+them); each worker runs the loop below. A drain frees the main and admin ports as it begins, so a
+replacement on the same host starts while requests in flight finish.
 """
 
 from __future__ import annotations
@@ -12,29 +12,26 @@ import asyncio
 import contextlib
 import gc
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import socket
 import ssl
-import time
-from multiprocessing.process import BaseProcess
+from collections.abc import Callable, Coroutine
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from . import linewriter, metrics
 from .admin import Readiness, admin_app
 from .app import Gateway, open_gateway
 from .config import Config, load
 from .errors import ConfigError
+from .stopping import stop_event
+from .supervisor import Supervisor
 from .wire import make_server
 
 log = logging.getLogger("gateway.server")
-
-RESTART_BACKOFF_MAX = 30.0  # seconds between restarts of a worker that keeps dying
-STABLE_AFTER = 60.0  # a worker death this long after the last one starts the backoff afresh
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -73,31 +70,49 @@ _LISTENER = (
 )
 
 
+def _reread(path: Path, running: Config) -> Config | None:
+    """The config to reload to: the file read again, with `running`'s listener (`_LISTENER`), which
+    only changes with a restart. None if the file has any problem: each is logged, the running config
+    stays."""
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("reload refused, the running config stays: %s", problem)
+        return None
+    kept = {k: getattr(running.server, k) for k in _LISTENER}
+    changed = [k for k, v in kept.items() if getattr(config.server, k) != v]
+    if changed:
+        log.warning(
+            "reload: server.%s only change with a restart; kept as they were", ", server.".join(changed)
+        )
+    return config.model_copy(update={"server": config.server.model_copy(update=kept)})
+
+
 class _Reloader:
-    """The gateway serving now, and SIGHUP's swap to one built from the file read again.
+    """The gateway serving now, and the swaps to one built from a new config.
 
     The whole config is one immutable object: a reload builds a new Gateway from it and swaps it in
     for new requests, while requests in flight finish on the one they started with (its sessions
-    close after `shutdown_timeout`). A file with any problem is refused and logged; the running
-    config stays. The listener (`_LISTENER`: its sockets, and the bounds of the connections it accepts)
-    only changes with a restart.
+    close after `shutdown_timeout`). Swaps happen one at a time, in the order their configs came.
+    New configs come from the file on SIGHUP in a single process, from the supervisor in a worker.
     """
 
-    def __init__(self, path: Path, config: Config) -> None:
-        self._path = path
-        self.config = config
+    def __init__(self, config: Config) -> None:
+        self._config = config
         self._stack = contextlib.AsyncExitStack()
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._swapping = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.current: Gateway | None = None
 
     async def __aenter__(self) -> _Reloader:
-        self.current = await self._stack.enter_async_context(open_gateway(self.config))
+        self.current = await self._stack.enter_async_context(open_gateway(self._config))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._retiring:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stack.aclose()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -105,27 +120,38 @@ class _Reloader:
         assert self.current is not None
         return await self.current.handle(request)
 
-    async def reload(self) -> None:
-        """Read the file again; swap in its config, or log why not and keep the running one."""
-        try:
-            config = load(self._path)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload refused, the running config stays: %s", problem)
-            return
-        fixed = [k for k in _LISTENER if getattr(config.server, k) != getattr(self.config.server, k)]
-        if fixed:
-            log.warning(
-                "reload: server.%s only change with a restart; kept as they were", ", server.".join(fixed)
-            )
-        stack = contextlib.AsyncExitStack()
-        fresh = await stack.enter_async_context(open_gateway(config))
-        old_stack, self._stack = self._stack, stack
-        self.current, self.config = fresh, config
-        task = asyncio.ensure_future(self._retire(old_stack, self.config.server.shutdown_timeout))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
-        log.info("reloaded %s", self._path)
+    def follow_sighup(self, path: Path) -> None:
+        """Reload from `path` on each SIGHUP: a single process, with no supervisor, reads it itself."""
+
+        def reread() -> None:
+            if (config := _reread(path, self._config)) is not None:
+                self.reload(config)
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reread)
+
+    def follow_supervisor(self, configs: Connection) -> None:
+        """Reload to each config the supervisor sends down `configs`; one sent before this worker
+        read it (while it was starting) waits in the pipe until now."""
+        # no EOF to watch for: this process has held a copy of the pipe's write end since its fork
+        asyncio.get_running_loop().add_reader(configs.fileno(), lambda: self.reload(configs.recv()))
+
+    def reload(self, config: Config) -> None:
+        """Swap `config` in for new requests, once the swaps before it are done."""
+        self._run(self._swap(config))
+
+    async def _swap(self, config: Config) -> None:
+        async with self._swapping:
+            stack = contextlib.AsyncExitStack()
+            fresh = await stack.enter_async_context(open_gateway(config))
+            old_stack, self._stack = self._stack, stack
+            self.current = fresh
+        self._run(self._retire(old_stack, config.server.shutdown_timeout))
+        log.info("config reloaded (pid %d)", os.getpid())
+
+    def _run(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)  # cancelled on the way out, not left pending
+        task.add_done_callback(self._tasks.discard)
 
     @staticmethod
     async def _retire(stack: contextlib.AsyncExitStack, grace: float) -> None:
@@ -135,13 +161,11 @@ class _Reloader:
             await stack.aclose()
 
 
-async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with _Reloader(path, config) as live, contextlib.AsyncExitStack() as listeners:
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(live.reload()))
+async def _serve(config: Config, sock: socket.socket, follow: Callable[[_Reloader], None]) -> None:
+    """Serve on `sock` until SIGINT/SIGTERM, then drain; `follow` hooks up where new configs come from."""
+    stop = stop_event()
+    async with _Reloader(config) as live, contextlib.AsyncExitStack() as listeners:
+        follow(live)
         readiness = Readiness(lambda: live.current is not None and live.current.github.usable)
         server = make_server(live.handle, config.server)
         runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
@@ -170,18 +194,6 @@ async def _serve(path: Path, config: Config, sock: socket.socket) -> None:
     log.info("stopped (pid %d)", os.getpid())
 
 
-def _worker(path: Path, config: Config, sock: socket.socket) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which passes SIGTERM on
-    # the parent's handler came with the fork and would swallow SIGTERM: until the event loop
-    # installs its own, SIGTERM ends a worker that has nothing in flight yet
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _install_uvloop()
-    try:
-        asyncio.run(_serve(path, config, sock))
-    finally:
-        linewriter.drain()  # a worker ends with os._exit, without returning to the command's own drain
-
-
 def serve(path: Path, config: Config) -> None:
     """Serve `config` (read from `path`) until SIGINT/SIGTERM, then stop accepting and let in-flight
     requests finish; SIGHUP reads `path` again."""
@@ -189,77 +201,12 @@ def serve(path: Path, config: Config) -> None:
     workers = config.server.worker_count
     if workers == 1:
         _install_uvloop()
-        asyncio.run(_serve(path, config, sock))
+        asyncio.run(_serve(config, sock, lambda live: live.follow_sighup(path)))
         return
-    _Supervisor(path, config, sock, workers).run()
+    Supervisor(config, sock, workers, work=_work, reread=lambda running: _reread(path, running)).run()
 
 
-class _Supervisor:
-    """Keeps N worker processes serving one socket; restarts the ones that die."""
-
-    def __init__(self, path: Path, config: Config, sock: socket.socket, count: int) -> None:
-        self._path = path
-        self._config = config
-        self._sock = sock
-        self._count = count
-        self._context = multiprocessing.get_context("fork")
-        self._workers: list[BaseProcess] = []
-        self._stopping = False
-        self._failures = 0
-        self._last_failure = 0.0
-
-    def _spawn(self) -> BaseProcess:
-        process = self._context.Process(
-            target=_worker, args=(self._path, self._config, self._sock), daemon=False
-        )
-        process.start()
-        return process
-
-    def _stop(self, signum: int, _frame: object) -> None:
-        self._stopping = True
-
-    def _reload(self, signum: int, _frame: object) -> None:
-        for worker in self._workers:  # each worker reads the file again and swaps on its own
-            if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signal.SIGHUP)
-
-    def run(self) -> None:
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGHUP, self._reload)
-        self._workers = [self._spawn() for _ in range(self._count)]
-        log.info("supervising %d workers: %s", self._count, [w.pid for w in self._workers])
-        while not self._stopping:
-            multiprocessing.connection.wait([w.sentinel for w in self._workers], timeout=0.5)
-            self._replace_dead()
-        self._drain()
-
-    def _replace_dead(self) -> None:
-        for i, worker in enumerate(self._workers):
-            if worker.is_alive() or self._stopping:
-                continue
-            now = time.monotonic()
-            self._failures = 1 if now - self._last_failure > STABLE_AFTER else self._failures + 1
-            self._last_failure = now
-            delay = min(RESTART_BACKOFF_MAX, 0.1 * 2 ** min(self._failures, 10))
-            log.error("worker %s exited with %s; restarting in %.1fs", worker.pid, worker.exitcode, delay)
-            if worker.pid is not None:
-                metrics.worker_exited(worker.pid)
-            time.sleep(delay)
-            if not self._stopping:  # SIGTERM may have come during the backoff
-                self._workers[i] = self._spawn()
-
-    def _drain(self) -> None:
-        # the workers stop accepting as they drain; this copy of the socket must not keep the port
-        # bound meanwhile, or a replacement on this host could not start until the drain is over
-        self._sock.close()
-        for worker in self._workers:
-            if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self._config.server.shutdown_timeout + 5
-        for worker in self._workers:
-            worker.join(max(0.0, deadline - time.monotonic()))
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
-        log.info("all workers stopped")
+def _work(config: Config, sock: socket.socket, configs: Connection) -> None:
+    """A worker's life: serve `config`, swapping in each one the supervisor sends down `configs`."""
+    _install_uvloop()
+    asyncio.run(_serve(config, sock, lambda live: live.follow_supervisor(configs)))

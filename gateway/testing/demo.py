@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -15,6 +14,7 @@ from aiohttp import web
 from .. import config as config_module
 from ..app import open_gateway
 from ..config import Config
+from ..stopping import stop_event
 from ..wire import make_server
 from .echo import echo_app
 from .fake_github import FakeGitHub
@@ -87,10 +87,7 @@ async def run_demo(path: str | None) -> None:
     host = config.server.host
     fake = FakeGitHub({a.client_id: a.client_secret.get_secret_value() for a in config.github.apps})
     tokens = demo_tokens(fake)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
         runner, github_port = await _start(web.AppRunner(fake.app(), access_log=None), "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)

@@ -36,14 +36,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import hmac
 import itertools
 import json
 import re
 import secrets
-import signal
 import string
 import sys
 import time
@@ -53,6 +51,7 @@ from types import MappingProxyType
 
 from aiohttp import web
 
+from ..stopping import stop_event
 from .fake_github_model import (
     Call,
     FakeAccount,
@@ -562,11 +561,7 @@ async def _serve_until_signal(
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still raises KeyboardInterrupt
-                loop.add_signal_handler(sig, stop.set)
+        stop = stop_event()
         bound = runner.addresses[0]
         url = f"http://{f'[{bound[0]}]' if ':' in bound[0] else bound[0]}:{bound[1]}"
         lines = [f"fake GitHub serving on {url} (GHES style under {url}/api/v3)"]
