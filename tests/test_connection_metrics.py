@@ -11,8 +11,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import serving
-from .test_cli import children, eventually, free_port
+from .support.processes import children, eventually, serving
+from .support.sockets import free_port
 
 OPEN = 12
 

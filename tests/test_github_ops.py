@@ -16,7 +16,9 @@ from gateway.config import UpstreamTokenConfig
 from gateway.errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
 from gateway.github import GitHubClient, IssuedToken
 from gateway.identity import Identity
-from tests.test_github import (
+
+from .support.clock import FakeClock
+from .support.github import (
     API,
     CID,
     CID2,
@@ -24,19 +26,11 @@ from tests.test_github import (
     TOKEN,
     TWO_APPS,
     Answered,
-    Clock,
-    answered,
     assert_secret_free,
     authorization,
     config,
-    make,
-    mocked,
     sent,
-    session,
-    sleeps,
 )
-
-__all__ = ["answered", "make", "mocked", "session", "sleeps"]  # fixtures shared with test_github
 
 NEW = "gho_NEW0000000000000000000000000000000000"
 SCOPED = "ghu_SC0PED00000000000000000000000000000000"
@@ -245,7 +239,7 @@ async def test_observer_hears_githubs_operation_id(mocked: aioresponses, make: A
 async def test_404_from_every_app_means_no_app_knows_the_token(
     mocked: aioresponses, make: Any, op: Op, answered: Answered
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     answer(mocked, op, 404, payload={"message": "Not Found"})
     answer(mocked, op, 404, cid=CID2, payload={"message": "Not Found"})
     client = make(clock, apps=TWO_APPS)
@@ -345,7 +339,7 @@ async def test_422_is_validation_failed_with_details_and_no_backoff(
     }
     answer(mocked, op, 422, payload=body)
     answer(mocked, op)
-    clock = Clock()
+    clock = FakeClock()
     client = make(clock, apps=TWO_APPS)
     with pytest.raises(GitHubValidationFailed) as caught:
         await op.call(client, TOKEN, None)

@@ -24,20 +24,11 @@ from gateway.errors import GitHubUnavailable
 from gateway.identity import Identity, token_digest
 from gateway.redis_tier import MAX_CONNECTIONS, RedisTier
 
-from .conftest import (
-    CLIENT_ID,
-    REPO,
-    SECOND_ID,
-    SECOND_SECRET,
-    FakeClock,
-    Gateway,
-    GatewayFactory,
-    World,
-    base_config,
-    bearer,
-    until_listening,
-)
-from .test_cli import children, eventually, free_port
+from .support.clock import FakeClock
+from .support.headers import bearer
+from .support.processes import REPO, children, eventually, until_listening
+from .support.sockets import free_port
+from .support.world import CLIENT_ID, SECOND_ID, SECOND_SECRET, Gateway, GatewayFactory, World, base_config
 
 REDIS_SERVER = shutil.which("redis-server") or next(
     (p for p in ("/usr/bin/redis-server",) if Path(p).exists()), None
@@ -499,5 +490,5 @@ async def test_workers_share_one_check_and_one_logout(
         async def all_refused() -> bool:
             return await statuses() == [401] * 20
 
-        await eventually(all_refused, "a worker still lets the token through", seconds=10)
+        await eventually(all_refused, "a worker still lets the token through", within=10)
     assert world.github.check_calls(token) == 1

@@ -8,7 +8,9 @@ from typing import Any
 
 from aiohttp import ClientResponse
 
-from .conftest import Gateway, GatewayFactory, World, bearer, raw_request, seen_headers
+from .support.headers import bearer, seen_headers
+from .support.sockets import raw_request
+from .support.world import Gateway, GatewayFactory, World
 
 
 async def error_body(resp: ClientResponse) -> dict[str, Any]:

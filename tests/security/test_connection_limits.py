@@ -19,8 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import exposition
 
-from ..conftest import GatewayFactory
-from .conftest import RecordingUpstream, body_of, exchange, raw, read_response, statuses
+from ..support.sockets import body_of, exchange, raw, read_response, statuses
+from ..support.upstreams import RecordingUpstream
+from ..support.world import GatewayFactory
 
 BOUND = 10.0
 TIMEOUT = 0.3  # body_timeout and keepalive_timeout where a test waits them out

@@ -9,8 +9,9 @@ import hashlib
 
 import pytest
 
-from ..conftest import GatewayFactory, World
-from .conftest import CANARY, LEDGER, canary, exchange, raw, statuses
+from ..support.canary import CANARY, LEDGER, canary
+from ..support.sockets import exchange, raw, statuses
+from ..support.world import GatewayFactory, World
 
 
 async def test_the_canary_token_appears_in_no_log_output_or_error_body(
