@@ -1,7 +1,7 @@
 """The security suite's fixtures: the gateway of tests/conftest.py in front of an upstream that records
 every request it receives (tests/support/upstreams.py), a GitHub that answers whatever a test crafts
 (tests/support/github.py), and the canary's ledger (tests/support/canary.py): everything each test
-captured is collected.
+captured is collected, and once the session is over the canary must appear in none of it.
 
 Every gateway the suite starts forwards to the recording upstream (the `world` fixture is narrowed here),
 so a test can say what reached the service behind the gateway, not just what the caller got back.
@@ -18,10 +18,26 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from ..support.canary import LEDGER
+from ..support.canary import CANARY, LEDGER
 from ..support.github import CraftedGitHub
 from ..support.upstreams import RecordingUpstream
 from ..support.world import Gateway, GatewayFactory, World
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _the_canary_never_leaks() -> Iterator[None]:
+    """After the last test of the session, whatever the order the tests ran in: the canary token is in
+    nothing the suite captured (DESIGN §7, issue 4)."""
+    yield
+    leaks = LEDGER.leaks(CANARY)
+    if leaks:
+        where = "\n".join(f"  {leak}" for leak in leaks)
+        pytest.fail(
+            f"the canary token, sent {LEDGER.uses} times, leaked (checked once the session is over, at the"
+            f" teardown of whichever test ran last); it was found in what these tests captured:\n{where}",
+            pytrace=False,
+        )
+
 
 _FORMAT = logging.Formatter("%(levelname)s %(name)s %(message)s")  # with tracebacks and stack info
 
