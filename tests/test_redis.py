@@ -56,15 +56,16 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        client = self.client()
+        proc, client = self._proc, self.client()
+
+        async def answers() -> bool:
+            with contextlib.suppress(redis.ConnectionError):
+                return bool(await client.ping())
+            assert proc.poll() is None, "redis-server exited"
+            return False
+
         try:
-            for _ in range(200):
-                with contextlib.suppress(redis.ConnectionError):
-                    await client.ping()
-                    return
-                assert self._proc.poll() is None, "redis-server exited"
-                await asyncio.sleep(0.05)
-            raise AssertionError("redis-server never answered")
+            await eventually(answers, "redis-server never answered", within=10)
         finally:
             await client.aclose()
 
