@@ -25,6 +25,7 @@ from gateway.fake_github import FakeGitHub
 from gateway.metrics import FLUSH_INTERVAL_ENV
 
 from .support.headers import bearer
+from .support.metrics import sample
 from .support.processes import REPO, children, eventually, rss_kib, serving
 from .support.sockets import free_port
 from .support.tls import self_signed
@@ -218,12 +219,6 @@ async def admin_get(tmp_path: Path, what: str) -> tuple[int, str]:
         return resp.status, await resp.text()
 
 
-def sample(metrics: str, line_start: str) -> float:
-    """The value of the one sample whose line starts with `line_start`."""
-    [value] = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(line_start)]
-    return value
-
-
 @pytest.mark.parametrize("served", [{}, {"workers": 2}], indirect=True, ids=["one-process", "two-workers"])
 async def test_the_admin_port_answers_health_readiness_and_metrics_summed_over_workers(
     served: tuple[str, FakeGitHub, subprocess.Popen[bytes]], tmp_path: Path
@@ -239,13 +234,13 @@ async def test_the_admin_port_answers_health_readiness_and_metrics_summed_over_w
 
     async def all_counted() -> bool:  # a worker adds what it tallied within its interval
         metrics = (await admin_get(tmp_path, "/metrics"))[1]
-        return sample(metrics, 'gateway_requests_total{code="200",route="/"}') == 10
+        return sample(metrics, "gateway_requests_total", code="200", route="/") == 10
 
     await eventually(all_counted, "the requests never all reached /metrics", within=10)
     status, metrics = await admin_get(tmp_path, "/metrics")
     assert status == 200
-    assert sample(metrics, 'gateway_auth_decisions_total{result="invalid_token"}') == 1
-    assert sample(metrics, 'gateway_github_calls_total{code="200",endpoint="apps/check-token"}') >= 1
+    assert sample(metrics, "gateway_auth_decisions_total", result="invalid_token") == 1
+    assert sample(metrics, "gateway_github_calls_total", code="200", endpoint="apps/check-token") >= 1
     assert token not in metrics and "alice" not in metrics
 
 
@@ -342,7 +337,7 @@ async def test_a_stalled_stdout_holds_up_no_request_and_every_line_is_written_or
         out += read_available(fd)
         written = [json.loads(line) for line in out[: out.rfind(b"\n") + 1].splitlines()]
         metrics = (await asyncio.wait_for(admin_get(tmp_path, "/metrics"), 5))[1]
-        dropped = sample(metrics, 'gateway_log_lines_dropped_total{stream="stdout"}')
+        dropped = sample(metrics, "gateway_log_lines_dropped_total", stream="stdout")
         return dropped > 0 and sum(line["path"] == LONG_PATH for line in written) + dropped == requests
 
     await eventually(all_written_or_dropped, "access-log lines were lost without being counted", within=10)
