@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import socket
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +38,7 @@ from .support.github import (
     config,
     sent,
 )
+from .support.sockets import free_port
 
 # ---------------------------------------------------------------------------------------------------
 # Answers
@@ -200,15 +200,8 @@ async def test_timeout_is_retried_then_unavailable(mocked: aioresponses, make: A
     assert isinstance(caught.value.__cause__, TimeoutError)
 
 
-async def test_refused_connection(session: aiohttp.ClientSession, sleeps: list[float]) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    client = GitHubClient(config(api_url=f"http://127.0.0.1:{port}"), session, sleep=sleep)
+async def test_refused_connection(make: Any, sleeps: list[float]) -> None:
+    client = make(api_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(GitHubUnavailable, match="cannot reach GitHub") as caught:
         await client.check(TOKEN)
     assert isinstance(caught.value.__cause__, aiohttp.ClientConnectionError)

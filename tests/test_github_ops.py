@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
 from aioresponses import aioresponses
 
@@ -28,9 +26,9 @@ from .support.github import (
     Answered,
     assert_secret_free,
     authorization,
-    config,
     sent,
 )
+from .support.sockets import free_port
 
 NEW = "gho_NEW0000000000000000000000000000000000"
 SCOPED = "ghu_SC0PED00000000000000000000000000000000"
@@ -405,20 +403,12 @@ async def test_timeout(mocked: aioresponses, make: Any, op: Op) -> None:
 
 @each_op
 async def test_refused_connection_is_retried_by_every_operation(
-    session: aiohttp.ClientSession, op: Op
+    make: Any, sleeps: list[float], op: Op
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    delays: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        delays.append(seconds)
-
-    client = GitHubClient(config(api_url=f"http://127.0.0.1:{port}"), session, sleep=sleep)
+    client = make(api_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(GitHubUnavailable, match="cannot reach GitHub") as caught:
         await op.call(client, TOKEN, None)
-    assert len(delays) == 1  # never connected, so never reached GitHub: safe to repeat
+    assert len(sleeps) == 1  # never connected, so never reached GitHub: safe to repeat
     assert_secret_free(caught.value)
 
 
