@@ -84,13 +84,16 @@ GITHUB_LAST_SUCCESS = Gauge(
 
 
 FLUSH_INTERVAL = 1.0  # seconds a tallied sample may wait before it reaches the metrics
+# seconds instead of FLUSH_INTERVAL, for the process and its workers: tests of `gateway serve` set it
+FLUSH_INTERVAL_ENV = "GATEWAY_METRICS_FLUSH_INTERVAL"
 
 
 class Tally:
-    """Counter and histogram samples kept as plain numbers, added to their metrics at most
-    `FLUSH_INTERVAL` later, before every exposition, and on `flush`."""
+    """Counter and histogram samples kept as plain numbers, added to their metrics at most `interval`
+    seconds later, before every exposition, and on `flush`."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = FLUSH_INTERVAL) -> None:
+        self._interval = interval
         self._counts: dict[Any, int] = {}
         # histogram child -> [sum of the values, then the number of values per bucket]
         self._observed: dict[Any, list[float]] = {}
@@ -115,7 +118,7 @@ class Tally:
 
     def _schedule(self) -> None:
         try:
-            self._timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+            self._timer = asyncio.get_running_loop().call_later(self._interval, self.flush)
         except RuntimeError:  # no event loop (a command, a test): nothing to batch with
             self.flush()
 
@@ -136,7 +139,7 @@ class Tally:
                     bucket.inc(values)
 
 
-TALLY = Tally()
+TALLY = Tally(float(os.environ.get(FLUSH_INTERVAL_ENV, FLUSH_INTERVAL)))
 
 # from the writers' own threads too: a prometheus-client sample is safe to increment from any thread
 linewriter.STDOUT.count_drops(LOG_LINES_DROPPED.labels("stdout").inc)
@@ -206,7 +209,7 @@ def worker_exited(pid: int) -> None:
 
 def exposition() -> tuple[bytes, str]:
     """The metrics in Prometheus text format: this process's, or every worker's in multiprocess mode
-    (another worker's tallied samples reach it within `FLUSH_INTERVAL`)."""
+    (another worker's tallied samples reach it within `TALLY`'s interval)."""
     TALLY.flush()
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()

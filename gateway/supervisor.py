@@ -1,4 +1,4 @@
-"""`workers: N`: N processes serving one socket under a supervisor that owns the config (DESIGN §9).
+"""`workers: N`: N processes serving one socket under a supervisor that owns the config (README: Workers).
 
 As gunicorn's arbiter does, the supervisor owns the config: on SIGHUP it alone reads the file (a bad
 one is refused and logged, the running config stays), keeps the new config and sends it down a pipe

@@ -7,12 +7,12 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.admin import Readiness, admin_app
-from gateway.metrics import exposition
 
-from .conftest import GatewayFactory, World, bearer
+from .support.headers import bearer
+from .support.metrics import value
+from .support.world import GatewayFactory, World
 
 Client = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
@@ -31,13 +31,6 @@ async def test_readiness_follows_github_and_draining(aiohttp_client: Client) -> 
     readiness.draining = True
     assert (await client.get("/readyz")).status == 503
     assert (await client.get("/healthz")).status == 200
-
-
-def value(name: str, **labels: str) -> float:
-    """A sample as a scrape would read it (what the requests tallied included)."""
-    exposed = text_string_to_metric_families(exposition()[0].decode())
-    found = [s.value for f in exposed for s in f.samples if s.name == name and s.labels == labels]
-    return float(found[0]) if found else 0.0
 
 
 async def test_requests_decisions_cache_and_github_calls_are_counted(

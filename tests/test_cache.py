@@ -9,47 +9,12 @@ import json
 
 import pytest
 
-from gateway.config import CacheConfig
 from gateway.errors import GitHubUnavailable
 from gateway.identity import Identity, token_digest
 from gateway.identity.cache import IdentityCache
 
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeChecker:
-    """Answers from a dict; counts calls; can be held to release many waiters at once, or fail."""
-
-    def __init__(self) -> None:
-        self.known: dict[str, Identity] = {}
-        self.calls = 0
-        self.gate: asyncio.Event | None = None
-        self.down = False
-        self.entered = asyncio.Event()
-
-    async def check(self, token: str) -> Identity | None:
-        self.calls += 1
-        self.entered.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.down:
-            raise GitHubUnavailable("down")
-        return self.known.get(token)
-
-
-def ident(expires_at: float | None = None) -> Identity:
-    return Identity("alice", 1, ("repo",), expires_at, "Iv1.x")
-
-
-def make(checker: FakeChecker, clock: Clock, **cfg: object) -> IdentityCache:
-    # one clock for both monotonic and wall time keeps the arithmetic readable
-    return IdentityCache(CacheConfig.model_validate(cfg), checker, clock=clock, wall_clock=clock)
+from .support.cache import FakeChecker, ident, make
+from .support.clock import FakeClock
 
 
 async def lookup(cache: IdentityCache, token: str) -> Identity | None:
@@ -57,7 +22,7 @@ async def lookup(cache: IdentityCache, token: str) -> Identity | None:
 
 
 async def test_a_cached_identity_is_served_without_a_call_until_ttl() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     checker.known["t"] = ident()
     cache = make(checker, clock, ttl=60)
     assert await lookup(cache, "t") == ident()
@@ -70,7 +35,7 @@ async def test_a_cached_identity_is_served_without_a_call_until_ttl() -> None:
 
 
 async def test_ttl_never_runs_past_the_tokens_expires_at() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     checker.known["t"] = ident(expires_at=clock.now + 10)
     cache = make(checker, clock, ttl=300)
     await lookup(cache, "t")
@@ -83,7 +48,7 @@ async def test_ttl_never_runs_past_the_tokens_expires_at() -> None:
 
 
 async def test_invalid_tokens_are_remembered_for_negative_ttl() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     cache = make(checker, clock, negative_ttl=30)
     assert await lookup(cache, "bad") is None
     clock.now += 29
@@ -95,7 +60,7 @@ async def test_invalid_tokens_are_remembered_for_negative_ttl() -> None:
 
 
 async def test_concurrent_lookups_of_one_token_make_one_call() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     checker.known["t"] = ident()
     checker.gate = asyncio.Event()
     cache = make(checker, clock)
@@ -107,7 +72,7 @@ async def test_concurrent_lookups_of_one_token_make_one_call() -> None:
 
 
 async def test_a_cancelled_caller_does_not_cancel_the_shared_check() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     checker.known["t"] = ident()
     checker.gate = asyncio.Event()
     cache = make(checker, clock)
@@ -121,7 +86,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_check() -> None:
 
 
 async def test_stale_identity_is_served_only_while_github_fails_and_only_for_stale_if_error() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     checker.known["t"] = ident()
     cache = make(checker, clock, ttl=60, stale_if_error=120)
     await lookup(cache, "t")
@@ -134,7 +99,7 @@ async def test_stale_identity_is_served_only_while_github_fails_and_only_for_sta
 
 
 async def test_without_stale_if_error_an_outage_fails_closed() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     checker.known["t"] = ident()
     cache = make(checker, clock, ttl=60)
     await lookup(cache, "t")
@@ -145,7 +110,7 @@ async def test_without_stale_if_error_an_outage_fails_closed() -> None:
 
 
 async def test_the_cache_is_bounded_and_keyed_by_digest_only() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     cache = make(checker, clock, max_entries=10)
     for i in range(50):
         checker.known[f"tok{i}"] = ident()
@@ -157,7 +122,7 @@ async def test_the_cache_is_bounded_and_keyed_by_digest_only() -> None:
 
 
 async def test_a_revoked_token_is_refused_without_a_call() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     checker.known["t"] = ident()
     cache = make(checker, clock, negative_ttl=30)
     await lookup(cache, "t")
@@ -167,7 +132,7 @@ async def test_a_revoked_token_is_refused_without_a_call() -> None:
 
 
 async def test_a_logout_while_github_is_being_asked_is_not_overruled_by_its_answer() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     checker.known["t"] = ident()
     checker.gate = asyncio.Event()
     cache = make(checker, clock, negative_ttl=30)
@@ -181,7 +146,7 @@ async def test_a_logout_while_github_is_being_asked_is_not_overruled_by_its_answ
 
 
 async def test_a_full_cache_drops_its_oldest_entries_first() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     cache = make(checker, clock, max_entries=3)
     for name in ("a", "b", "c", "d"):
         checker.known[name] = ident()
@@ -195,7 +160,7 @@ async def test_a_full_cache_drops_its_oldest_entries_first() -> None:
 
 
 async def test_cached_identities_with_the_same_scopes_share_one_tuple() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     cache = make(checker, clock)
     for name in ("a", "b"):  # equal scopes, decoded separately as GitHub's answers are
         checker.known[name] = Identity(name, 1, tuple(json.loads('["repo", "read:org"]')), None, "Iv1.x")
@@ -207,7 +172,7 @@ async def test_cached_identities_with_the_same_scopes_share_one_tuple() -> None:
 
 
 async def test_cached_entries_cost_the_garbage_collector_nothing() -> None:
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     cache = make(checker, clock)
     for i in range(100):
         checker.known[f"t{i}"] = Identity(f"user{i}", 1000 + i, ("repo",), clock.now + 3600, "Iv1.x")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from .conftest import Gateway, GatewayFactory, World, bearer
+from .support.headers import bearer
+from .support.world import Gateway, GatewayFactory, World
 
 
 async def test_a_hundred_concurrent_requests_with_one_new_token_make_one_check(

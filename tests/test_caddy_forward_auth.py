@@ -12,10 +12,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .conftest import GatewayFactory, World, bearer, seen_headers, until_listening
-from .test_cli import free_port
+from .support.headers import bearer, seen_headers
+from .support.processes import REPO, until_listening
+from .support.sockets import free_port
+from .support.world import GatewayFactory, World
 
-REPO = Path(__file__).resolve().parents[1]
 CADDY = shutil.which("caddy")
 
 pytestmark = pytest.mark.skipif(CADDY is None, reason="caddy is not installed (make test installs it)")

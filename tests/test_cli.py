@@ -7,9 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,12 +20,16 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 
+from gateway.metrics import FLUSH_INTERVAL_ENV
 from gateway.testing.echo import echo_app
 from gateway.testing.fake_github import FakeGitHub
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, REPO, bearer, serving
-
-OPENSSL = shutil.which("openssl") or "openssl"
+from .support.headers import bearer
+from .support.metrics import sample
+from .support.processes import REPO, children, eventually, rss_kib, serving
+from .support.sockets import free_port
+from .support.tls import self_signed
+from .support.world import CLIENT_ID, CLIENT_SECRET
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -83,30 +85,11 @@ def test_serve_refuses_to_start_with_a_bad_config(tmp_path: Path) -> None:
     assert "github: required key is missing" in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def rss_peak_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
-
-
 def server_options(options: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """`server` keys for the `served` fixture; `tls: True` makes a self-signed certificate."""
     options = dict(options)
     if options.pop("tls", False):
-        cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-        subprocess.run(
-            [OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-             "-keyout", str(key), "-out", str(cert)],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        cert, key = self_signed(tmp_path, "gateway")
         options["tls"] = {"cert_file": str(cert), "key_file": str(key)}
     return options
 
@@ -136,7 +119,9 @@ async def served(
         },
         "routes": [{"path": "/", "upstream": str(up.make_url("")).rstrip("/")}],
     }
-    async with serving(cfg, tmp_path, env={"S": CLIENT_SECRET}, piped=piped) as proc:
+    # workers add what they tallied to the metrics within 10 ms instead of a second
+    env = {"S": CLIENT_SECRET, FLUSH_INTERVAL_ENV: "0.01"}
+    async with serving(cfg, tmp_path, env=env, piped=piped) as proc:
         yield f"{'https' if 'tls' in cfg['server'] else 'http'}://127.0.0.1:{port}", github, proc
 
 
@@ -148,7 +133,7 @@ async def test_serve_streams_a_large_upload_with_flat_memory(
     async with aiohttp.ClientSession() as session:
         async with session.get(url + "/warm", headers=bearer(token)) as resp:
             assert resp.status == 200
-        before = rss_peak_kib(proc.pid)
+        before = rss_kib(proc.pid, peak=True)
         block = os.urandom(1 << 20)
         digest = hashlib.sha256()
         megabytes = 256
@@ -167,7 +152,7 @@ async def test_serve_streams_a_large_upload_with_flat_memory(
             echo: dict[str, Any] = await resp.json()
     assert echo["body_length"] == megabytes << 20
     assert echo["body_sha256"] == digest.hexdigest()
-    growth_mib = (rss_peak_kib(proc.pid) - before) / 1024
+    growth_mib = (rss_kib(proc.pid, peak=True) - before) / 1024
     assert growth_mib < 32, f"the gateway's peak RSS grew {growth_mib:.0f} MiB for a {megabytes} MiB body"
 
 
@@ -177,32 +162,6 @@ async def test_serve_drains_and_exits_0_on_sigterm(
     _, _, proc = served
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
-
-
-def children(pid: int) -> set[int]:
-    """The live child processes of `pid`."""
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.add(int(stat.parent.name))
-    return out
-
-
-async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], what: str, seconds: float = 20.0
-) -> None:
-    """Poll a condition about another process (or what it answers) until it holds (bounded)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        held = condition()
-        if held if isinstance(held, bool) else await held:
-            return
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("served", [{"workers": 2}], indirect=True)
@@ -243,8 +202,8 @@ async def test_sighup_reloads_the_config_and_refuses_a_broken_one(
     path.write_text(yaml.safe_dump(cfg))
     proc.send_signal(signal.SIGHUP)
 
-    async def reloaded() -> bool:  # the new policy, once the reload is done
-        return await status_of(url + "/x", token) == 403
+    async def reloaded() -> bool:  # the new policy, once every worker has it (ten new connections)
+        return [await status_of(url + "/x", token) for _ in range(10)] == [403] * 10
 
     await eventually(reloaded, "the reload never took effect")
     path.write_text("routes: [}\n")
@@ -260,12 +219,6 @@ async def admin_get(tmp_path: Path, what: str) -> tuple[int, str]:
         return resp.status, await resp.text()
 
 
-def sample(metrics: str, line_start: str) -> float:
-    """The value of the one sample whose line starts with `line_start`."""
-    [value] = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(line_start)]
-    return value
-
-
 @pytest.mark.parametrize("served", [{}, {"workers": 2}], indirect=True, ids=["one-process", "two-workers"])
 async def test_the_admin_port_answers_health_readiness_and_metrics_summed_over_workers(
     served: tuple[str, FakeGitHub, subprocess.Popen[bytes]], tmp_path: Path
@@ -279,15 +232,15 @@ async def test_the_admin_port_answers_health_readiness_and_metrics_summed_over_w
     status, body = await admin_get(tmp_path, "/readyz")
     assert status == 200 and '"ready": true' in body
 
-    async def all_counted() -> bool:  # a worker adds what it tallied within metrics.FLUSH_INTERVAL
+    async def all_counted() -> bool:  # a worker adds what it tallied within its interval
         metrics = (await admin_get(tmp_path, "/metrics"))[1]
-        return sample(metrics, 'gateway_requests_total{code="200",route="/"}') == 10
+        return sample(metrics, "gateway_requests_total", code="200", route="/") == 10
 
-    await eventually(all_counted, "the requests never all reached /metrics", seconds=10)
+    await eventually(all_counted, "the requests never all reached /metrics", within=10)
     status, metrics = await admin_get(tmp_path, "/metrics")
     assert status == 200
-    assert sample(metrics, 'gateway_auth_decisions_total{result="invalid_token"}') == 1
-    assert sample(metrics, 'gateway_github_calls_total{code="200",endpoint="apps/check-token"}') >= 1
+    assert sample(metrics, "gateway_auth_decisions_total", result="invalid_token") == 1
+    assert sample(metrics, "gateway_github_calls_total", code="200", endpoint="apps/check-token") >= 1
     assert token not in metrics and "alice" not in metrics
 
 
@@ -297,7 +250,7 @@ async def test_serve_speaks_tls_with_the_configured_certificate(
 ) -> None:
     url, github, _ = served
     assert url.startswith("https://")
-    context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    context = ssl.create_default_context(cafile=str(tmp_path / "gateway.pem"))
     context.check_hostname = False  # the certificate names 127.0.0.1 as CN only
     token = github.add_token("alice", 7)
     async with (
@@ -384,10 +337,10 @@ async def test_a_stalled_stdout_holds_up_no_request_and_every_line_is_written_or
         out += read_available(fd)
         written = [json.loads(line) for line in out[: out.rfind(b"\n") + 1].splitlines()]
         metrics = (await asyncio.wait_for(admin_get(tmp_path, "/metrics"), 5))[1]
-        dropped = sample(metrics, 'gateway_log_lines_dropped_total{stream="stdout"}')
+        dropped = sample(metrics, "gateway_log_lines_dropped_total", stream="stdout")
         return dropped > 0 and sum(line["path"] == LONG_PATH for line in written) + dropped == requests
 
-    await eventually(all_written_or_dropped, "access-log lines were lost without being counted", seconds=10)
+    await eventually(all_written_or_dropped, "access-log lines were lost without being counted", within=10)
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ import signal
 from pathlib import Path
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import serving
-from .test_cli import children, eventually, free_port
+from .support.metrics import sample
+from .support.processes import children, eventually, serving
+from .support.sockets import free_port
 
 OPEN = 12
 
@@ -21,11 +21,7 @@ async def connections_open(session: aiohttp.ClientSession, admin: int) -> float:
     async with session.get(f"http://127.0.0.1:{admin}/metrics") as resp:
         text = await resp.text()
         assert resp.status == 200, text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "gateway_connections_open":
-                return float(sample.value)
-    raise AssertionError("no gateway_connections_open")
+    return sample(text, "gateway_connections_open")
 
 
 def sockets(pid: int) -> int:

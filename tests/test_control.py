@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from .conftest import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    SECOND_ID,
-    SECOND_SECRET,
-    Gateway,
-    GatewayFactory,
-    World,
-    bearer,
-    seen_headers,
-)
+from .support.headers import bearer, seen_headers
+from .support.world import CLIENT_ID, CLIENT_SECRET, SECOND_ID, SECOND_SECRET, Gateway, GatewayFactory, World
 
 TWO_APPS = {
     "apps": [

@@ -10,8 +10,8 @@ import sys
 
 import aiohttp
 
-from .conftest import REPO
-from .test_cli import free_port
+from .support.processes import REPO
+from .support.sockets import free_port
 
 
 async def test_demo_prints_curl_commands_that_work_and_stops_on_ctrl_c() -> None:

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from .conftest import serving
-from .test_cli import eventually, free_port
+from .support.processes import eventually, serving
+from .support.sockets import free_port
 
 BOUND = 20.0
 

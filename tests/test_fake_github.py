@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
-import json
 import signal
 import sys
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from gateway.config import GitHubConfig, UpstreamTokenConfig
 from gateway.errors import AppCredentialsRejected, GitHubUnavailable
@@ -26,141 +20,14 @@ from gateway.github import GitHubClient
 from gateway.identity import Identity
 from gateway.testing.fake_github import DEMO_APP, FakeGitHub, add_arguments, run
 
-REPO = Path(__file__).resolve().parents[1]
-OPENAPI = Path(__file__).resolve().parents[2] / "shared" / "github-openapi"
+from .support.github import CID, CID2, SECRET, SECRET2
+from .support.openapi import OPENAPI, Env, Schemas, open_env
+from .support.processes import REPO
+
 pytestmark = pytest.mark.skipif(
     not OPENAPI.is_dir(),
     reason=f"GitHub's OpenAPI description is not there: {OPENAPI} (../shared/github-openapi)",
 )
-
-CID, SECRET = "Iv1.8a61f9b3a7aba766", "fake-secret-1"
-CID2, SECRET2 = "Iv1.0000000000second", "fake-secret-2"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Schemas:
-    """GitHub's description of every operation: github.com today for the body forms, an old GHES
-    (2.22, the last description with them) for the deprecated path forms."""
-
-    def __init__(self) -> None:
-        cloud = json.loads((OPENAPI / "api.github.com.apps-oauth.json").read_text())["dereferenced_paths"]
-        ghes = json.loads((OPENAPI / "ghes-2.22.apps-oauth.json").read_text())["dereferenced_paths"]
-        self.operations: dict[tuple[str, str], dict[str, Any]] = {}
-        for paths in (cloud, ghes):  # github.com's first: GHES 2.22 only adds the path forms
-            for path, methods in paths.items():
-                for method, operation in methods.items():
-                    self.operations.setdefault((method.upper(), path), operation)
-        # statuses an operation does not document: the basic-error GitHub answers them with
-        self.basic_error = _json_schema(cloud["/applications/{client_id}/token/scoped"]["post"], "401")
-
-    def operation(self, request: web.Request) -> dict[str, Any] | None:
-        """The operation a request to the fake is (None: no such path or method)."""
-        resource = getattr(request.match_info.route, "resource", None)
-        if resource is None:
-            return None
-        return self.operations.get((request.method, resource.canonical.removeprefix("/api/v3")))
-
-    def request(self, operation: dict[str, Any]) -> Any:
-        """The schema of the operation's JSON body; None when it takes none (the path forms)."""
-        body = operation.get("requestBody")
-        return None if body is None else body["content"]["application/json"]["schema"]
-
-    def answer(self, operation: dict[str, Any] | None, status: int) -> Any:
-        """The schema of an answer; None for an answer without a body (204)."""
-        documented = (operation or {}).get("responses", {}).get(str(status))
-        if documented is None:
-            assert status >= 400, f"an undocumented success {status}"
-            return self.basic_error
-        content = documented.get("content")
-        return None if content is None else content["application/json"]["schema"]
-
-
-def _json_schema(operation: dict[str, Any], code: str) -> Any:
-    return operation["responses"][code]["content"]["application/json"]["schema"]
-
-
-@pytest.fixture(scope="module")
-def schemas() -> Schemas:
-    return Schemas()
-
-
-def validate(schema: Any, instance: Any) -> None:
-    OAS30Validator(schema, format_checker=oas30_format_checker).validate(instance)
-
-
-class WallClock:
-    """The fake's wall clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Env:
-    fake: FakeGitHub
-    url: str
-    session: aiohttp.ClientSession
-    wall: WallClock
-    validated: list[tuple[str, int | str]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def client(
-        self, *, prefix: str = "", apps: list[tuple[str, str]] | None = None, **cfg: Any
-    ) -> GitHubClient:
-        data: dict[str, Any] = {
-            "api_url": self.url + prefix,
-            "apps": [{"client_id": c, "client_secret": s} for c, s in apps or [(CID, SECRET)]],
-            "retries": 0,
-            "timeout": 2,
-        }
-        return GitHubClient(GitHubConfig.model_validate(data | cfg), self.session)
-
-
-def validating(env: Env, schemas: Schemas) -> Any:
-    """A middleware that checks every answer the fake sends, and every request our client sends,
-    against GitHub's description of the operation."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        operation = schemas.operation(request)
-        op = "unknown" if operation is None else operation["operationId"]
-        if request.headers.get("User-Agent", "").startswith("gateway/"):
-            assert operation is not None, f"our client called {request.method} {request.path}"
-            check(env, op, "request", schemas.request(operation), await request.read())
-        response = await handler(request)
-        assert isinstance(response, web.Response)
-        check(env, op, response.status, schemas.answer(operation, response.status), response.body)
-        return response
-
-    return middleware
-
-
-def check(env: Env, op: str, status: int | str, schema: Any, raw: Any) -> None:
-    try:
-        if schema is None:
-            assert not raw, "a body where GitHub sends (or takes) none"
-        else:
-            validate(schema, json.loads(raw))
-        env.validated.append((op, status))
-    except Exception as exc:
-        env.problems.append(f"{op} {status}: {exc}")
-
-
-@contextlib.asynccontextmanager
-async def open_env(aiohttp_server: Any, schemas: Schemas) -> AsyncIterator[Env]:
-    """A fake GitHub with two apps on a real socket, every exchange checked against GitHub's schemas."""
-    wall = WallClock()
-    fake = FakeGitHub({CID: SECRET, CID2: SECRET2}, clock=wall)
-    async with aiohttp.ClientSession() as session:
-        env = Env(fake, "", session, wall)
-        app = fake.app()
-        app.middlewares.insert(0, validating(env, schemas))
-        env.url = str((await aiohttp_server(app)).make_url("")).rstrip("/")
-        yield env
-    assert env.problems == []
 
 
 @pytest.fixture

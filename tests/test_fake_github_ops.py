@@ -14,18 +14,15 @@ from gateway.config import UpstreamTokenConfig
 from gateway.errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
 from gateway.identity import Identity
 from gateway.testing.fake_github import FakeGitHub, Restriction
-from tests.test_fake_github import CID, CID2, OPENAPI, SECRET, SECRET2, Env, Schemas, open_env
+
+from .support.github import CID, CID2, SECRET, SECRET2
+from .support.openapi import OPENAPI, Env, Schemas, open_env
 
 pytestmark = pytest.mark.skipif(
     not OPENAPI.is_dir(), reason=f"GitHub's OpenAPI description is not at {OPENAPI}"
 )
 
 EIGHT_HOURS = 8 * 3600
-
-
-@pytest.fixture(scope="module")
-def schemas() -> Schemas:
-    return Schemas()
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .conftest import Gateway, GatewayFactory, World, bearer, raw_request
+from .support.headers import bearer
+from .support.sockets import raw_request
+from .support.world import Gateway, GatewayFactory, World
 
 AUTH = "Authorization: Bearer "
 

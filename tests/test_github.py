@@ -5,158 +5,40 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import socket
 import traceback
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from unittest.mock import Mock
 
 import aiohttp
 import pytest
-from aiohttp import ClientResponse, web
+from aiohttp import web
 from aioresponses import CallbackResult, aioresponses
 from prometheus_client import REGISTRY
 
 from gateway import metrics
-from gateway.config import GitHubConfig
 from gateway.errors import AppCredentialsRejected, GitHubUnavailable
 from gateway.github import API_VERSION, MEDIA_TYPE, USER_AGENT, GitHubClient
 from gateway.identity import Identity
 
-API = "https://api.github.com"
-CID, SECRET = "Iv1.8a61f9b3a7aba766", "app-secret-1"
-CID2, SECRET2 = "Iv1.0000000000second", "app-secret-2"
-TOKEN = "gho_16C7e42F292c6912E7710c838347Ae178B4a"
-CHECK = f"{API}/applications/{CID}/token"
-CHECK2 = f"{API}/applications/{CID2}/token"
-OCTOCAT = Identity(
-    "octocat", 1, ("public_repo", "user"), datetime(2011, 9, 8, 17, 26, 27, tzinfo=UTC).timestamp(), CID
+from .support.clock import FakeClock
+from .support.github import (
+    API,
+    CHECK,
+    CHECK2,
+    CID,
+    CID2,
+    OCTOCAT,
+    SECRET,
+    TOKEN,
+    TWO_APPS,
+    Answered,
+    CompatResponse,
+    assert_secret_free,
+    authorization,
+    config,
+    sent,
 )
-
-
-def authorization(token: str = TOKEN, **changes: Any) -> dict[str, Any]:
-    """The seed's example answer of check-a-token, with `changes` applied (None deletes a key)."""
-    body: dict[str, Any] = {
-        "id": 1,
-        "url": "https://api.github.com/authorizations/1",
-        "scopes": ["public_repo", "user"],
-        "token": token,
-        "token_last_eight": token[-8:],
-        "hashed_token": "25f94a2a5c7fbaf499c665bc73d67c1c87e496da8985131633ee0a95819db2e8",
-        "app": {"url": "http://my-github-app.com", "name": "my github app", "client_id": CID},
-        "note": "optional note",
-        "note_url": "http://optional/note/url",
-        "updated_at": "2011-09-06T20:39:23Z",
-        "created_at": "2011-09-06T17:26:27Z",
-        "fingerprint": "jklmnop12345678",
-        "expires_at": "2011-09-08T17:26:27Z",
-        "user": {"login": "octocat", "id": 1, "node_id": "MDQ6VXNlcjE=", "type": "User", "site_admin": False},
-    }
-    for key, value in changes.items():
-        target, _, leaf = key.rpartition("__")
-        holder = body[target] if target else body
-        holder[leaf] = value
-    return body
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def config(**overrides: Any) -> GitHubConfig:
-    data: dict[str, Any] = {
-        "api_url": API,
-        "apps": [{"client_id": CID, "client_secret": SECRET}],
-        "retries": 1,
-    }
-    data.update(overrides)
-    return GitHubConfig.model_validate(data)
-
-
-TWO_APPS = [{"client_id": CID, "client_secret": SECRET}, {"client_id": CID2, "client_secret": SECRET2}]
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-class CompatResponse(ClientResponse):
-    """aioresponses 0.7.9 builds responses without the `stream_writer` aiohttp 3.14 requires."""
-
-    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", Mock(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-class Mocked(aioresponses):
-    def add(self, url: Any, method: str = "GET", **kwargs: Any) -> None:  # type: ignore[override]
-        kwargs.setdefault("response_class", CompatResponse)
-        super().add(url, method, **kwargs)
-
-
-@pytest.fixture
-def mocked() -> Iterator[aioresponses]:
-    with Mocked() as m:
-        yield m
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-class Answered:
-    """GitHub's usable answers, as the client's `answered` hook reports them."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self) -> None:
-        self.count += 1
-
-
-@pytest.fixture
-def answered() -> Answered:
-    return Answered()
-
-
-@pytest.fixture
-def make(session: aiohttp.ClientSession, sleeps: list[float], answered: Answered) -> Any:
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    def make(clock: Clock | None = None, observer: Any = None, **overrides: Any) -> GitHubClient:
-        return GitHubClient(
-            config(**overrides),
-            session,
-            clock=clock or Clock(),
-            sleep=sleep,
-            observer=observer,
-            answered=answered,
-        )
-
-    return make
-
-
-def sent(m: aioresponses) -> int:
-    return sum(len(calls) for calls in m.requests.values())
-
-
-def assert_secret_free(exc: BaseException, caplog: pytest.LogCaptureFixture | None = None) -> None:
-    text = "".join(traceback.format_exception(exc)) + repr(getattr(exc, "details", None))
-    text += caplog.text if caplog else ""
-    assert TOKEN not in text
-    assert SECRET not in text
-
+from .support.sockets import free_port
 
 # ---------------------------------------------------------------------------------------------------
 # Answers
@@ -165,7 +47,7 @@ def assert_secret_free(exc: BaseException, caplog: pytest.LogCaptureFixture | No
 async def test_200_gives_the_identity_in_githubs_scope_order(
     mocked: aioresponses, make: Any, answered: Answered
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     mocked.post(CHECK, payload=authorization(scopes=["user", "public_repo", "read:org"]))
     client = make(clock)
     identity = await client.check(TOKEN)
@@ -209,7 +91,7 @@ async def test_the_request_sent(mocked: aioresponses, make: Any) -> None:
 async def test_404_from_every_app_is_an_invalid_token(
     mocked: aioresponses, make: Any, answered: Answered
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     mocked.post(CHECK, status=404, payload={"message": "Not Found"})
     mocked.post(CHECK2, status=404, payload={"message": "Not Found"})
     client = make(clock, apps=TWO_APPS)
@@ -318,15 +200,8 @@ async def test_timeout_is_retried_then_unavailable(mocked: aioresponses, make: A
     assert isinstance(caught.value.__cause__, TimeoutError)
 
 
-async def test_refused_connection(session: aiohttp.ClientSession, sleeps: list[float]) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    client = GitHubClient(config(api_url=f"http://127.0.0.1:{port}"), session, sleep=sleep)
+async def test_refused_connection(make: Any, sleeps: list[float]) -> None:
+    client = make(api_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(GitHubUnavailable, match="cannot reach GitHub") as caught:
         await client.check(TOKEN)
     assert isinstance(caught.value.__cause__, aiohttp.ClientConnectionError)
@@ -431,7 +306,7 @@ async def test_headers_on_the_wire(aiohttp_server: Any, session: aiohttp.ClientS
 async def test_backoff_fails_fast_then_calls_again(
     mocked: aioresponses, make: Any, answered: Answered
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     mocked.post(CHECK, status=500, payload={"message": "Server Error"})
     mocked.post(CHECK, payload=authorization())
     client = make(clock, retries=0)
@@ -447,7 +322,7 @@ async def test_backoff_fails_fast_then_calls_again(
 
 
 async def test_backoff_doubles_caps_and_resets(mocked: aioresponses, make: Any) -> None:
-    clock = Clock()
+    clock = FakeClock()
     mocked.post(CHECK, exception=aiohttp.ServerDisconnectedError(), repeat=True)
     client = make(clock, retries=0)
     windows = []

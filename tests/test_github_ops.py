@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
 from aioresponses import aioresponses
 
@@ -16,7 +14,9 @@ from gateway.config import UpstreamTokenConfig
 from gateway.errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
 from gateway.github import GitHubClient, IssuedToken
 from gateway.identity import Identity
-from tests.test_github import (
+
+from .support.clock import FakeClock
+from .support.github import (
     API,
     CID,
     CID2,
@@ -24,19 +24,11 @@ from tests.test_github import (
     TOKEN,
     TWO_APPS,
     Answered,
-    Clock,
-    answered,
     assert_secret_free,
     authorization,
-    config,
-    make,
-    mocked,
     sent,
-    session,
-    sleeps,
 )
-
-__all__ = ["answered", "make", "mocked", "session", "sleeps"]  # fixtures shared with test_github
+from .support.sockets import free_port
 
 NEW = "gho_NEW0000000000000000000000000000000000"
 SCOPED = "ghu_SC0PED00000000000000000000000000000000"
@@ -245,7 +237,7 @@ async def test_observer_hears_githubs_operation_id(mocked: aioresponses, make: A
 async def test_404_from_every_app_means_no_app_knows_the_token(
     mocked: aioresponses, make: Any, op: Op, answered: Answered
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     answer(mocked, op, 404, payload={"message": "Not Found"})
     answer(mocked, op, 404, cid=CID2, payload={"message": "Not Found"})
     client = make(clock, apps=TWO_APPS)
@@ -345,7 +337,7 @@ async def test_422_is_validation_failed_with_details_and_no_backoff(
     }
     answer(mocked, op, 422, payload=body)
     answer(mocked, op)
-    clock = Clock()
+    clock = FakeClock()
     client = make(clock, apps=TWO_APPS)
     with pytest.raises(GitHubValidationFailed) as caught:
         await op.call(client, TOKEN, None)
@@ -411,20 +403,12 @@ async def test_timeout(mocked: aioresponses, make: Any, op: Op) -> None:
 
 @each_op
 async def test_refused_connection_is_retried_by_every_operation(
-    session: aiohttp.ClientSession, op: Op
+    make: Any, sleeps: list[float], op: Op
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    delays: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        delays.append(seconds)
-
-    client = GitHubClient(config(api_url=f"http://127.0.0.1:{port}"), session, sleep=sleep)
+    client = make(api_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(GitHubUnavailable, match="cannot reach GitHub") as caught:
         await op.call(client, TOKEN, None)
-    assert len(delays) == 1  # never connected, so never reached GitHub: safe to repeat
+    assert len(sleeps) == 1  # never connected, so never reached GitHub: safe to repeat
     assert_secret_free(caught.value)
 
 

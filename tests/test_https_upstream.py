@@ -4,7 +4,6 @@ CA), and one the gateway cannot verify is a 502, never a request sent in the cle
 from __future__ import annotations
 
 import ssl
-import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -13,19 +12,9 @@ from aiohttp.test_utils import TestServer
 
 from gateway.testing.echo import echo_app
 
-from .conftest import GatewayFactory, World, bearer
-from .test_cli import OPENSSL
-
-
-def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (as an IP address SAN) and its key."""
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(
-        [OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+from .support.headers import bearer
+from .support.tls import self_signed
+from .support.world import GatewayFactory, World
 
 
 @pytest.fixture

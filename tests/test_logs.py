@@ -11,8 +11,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from .conftest import GatewayFactory, World, bearer, raw_request
-from .test_admin import value
+from .support.headers import bearer
+from .support.metrics import value
+from .support.sockets import raw_request
+from .support.world import GatewayFactory, World
 
 BIG = 200_000  # past the size the gateway relays in one write: streamed
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .conftest import Gateway, World, bearer, seen_headers, until_listening
-from .test_cli import free_port
+from .support.headers import bearer, seen_headers
+from .support.processes import REPO, until_listening
+from .support.sockets import free_port
+from .support.world import Gateway, World
 
-REPO = Path(__file__).resolve().parents[1]
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
 
 pytestmark = pytest.mark.skipif(

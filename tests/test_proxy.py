@@ -11,7 +11,9 @@ from typing import Any
 
 import aiohttp
 
-from .conftest import Gateway, GatewayFactory, World, bearer, raw_request, seen_headers
+from .support.headers import bearer, seen_headers
+from .support.sockets import raw_request
+from .support.world import Gateway, GatewayFactory, World
 
 
 async def echo_of(gateway: Gateway, path: str, headers: Any, method: str = "GET") -> dict[str, Any]:

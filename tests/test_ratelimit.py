@@ -12,8 +12,10 @@ from gateway.auth import Authenticator
 from gateway.errors import InvalidToken, TooManyRequests
 from gateway.ratelimit import FailedAuthLimiter
 
-from .conftest import FakeClock, GatewayFactory, World, bearer
-from .test_cache import Clock, FakeChecker, ident, make
+from .support.cache import FakeChecker, ident, make
+from .support.clock import FakeClock
+from .support.headers import bearer
+from .support.world import GatewayFactory, World
 
 
 def headers(token: str) -> CIMultiDictProxy[str]:
@@ -70,7 +72,7 @@ def test_zero_disables_the_limit() -> None:
 async def test_requests_joining_one_check_need_no_budget_of_their_own() -> None:
     """Single flight: more concurrent requests with one new valid token than the address's budget make
     one call between them, and every one passes: only the request that makes the call reserves."""
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     checker.known["gho_new"] = ident()
     checker.gate = asyncio.Event()
     auth = Authenticator(make(checker, clock), FailedAuthLimiter(1, clock=clock), retry_after=lambda: 5)
@@ -83,7 +85,7 @@ async def test_requests_joining_one_check_need_no_budget_of_their_own() -> None:
 
 async def test_each_request_joining_a_check_of_an_invalid_token_is_a_failure() -> None:
     """Every request refused 401 counts, those that shared another request's check included."""
-    checker, clock = FakeChecker(), Clock()
+    checker, clock = FakeChecker(), FakeClock()
     checker.gate = asyncio.Event()
     auth = Authenticator(make(checker, clock), FailedAuthLimiter(3, clock=clock), retry_after=lambda: 5)
     requests = [asyncio.ensure_future(auth.authenticate(headers("gho_bad"), client="a")) for _ in range(3)]

@@ -24,20 +24,11 @@ from gateway.identity import Identity, token_digest
 from gateway.identity.cache import IdentityCache
 from gateway.identity.redis import MAX_CONNECTIONS, RedisTier
 
-from .conftest import (
-    CLIENT_ID,
-    REPO,
-    SECOND_ID,
-    SECOND_SECRET,
-    FakeClock,
-    Gateway,
-    GatewayFactory,
-    World,
-    base_config,
-    bearer,
-    until_listening,
-)
-from .test_cli import children, eventually, free_port
+from .support.clock import FakeClock
+from .support.headers import bearer
+from .support.processes import REPO, children, eventually, until_listening
+from .support.sockets import free_port
+from .support.world import CLIENT_ID, SECOND_ID, SECOND_SECRET, Gateway, GatewayFactory, World, base_config
 
 REDIS_SERVER = shutil.which("redis-server") or next(
     (p for p in ("/usr/bin/redis-server",) if Path(p).exists()), None
@@ -65,15 +56,16 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        client = self.client()
+        proc, client = self._proc, self.client()
+
+        async def answers() -> bool:
+            with contextlib.suppress(redis.ConnectionError):
+                return bool(await client.ping())
+            assert proc.poll() is None, "redis-server exited"
+            return False
+
         try:
-            for _ in range(200):
-                with contextlib.suppress(redis.ConnectionError):
-                    await client.ping()
-                    return
-                assert self._proc.poll() is None, "redis-server exited"
-                await asyncio.sleep(0.05)
-            raise AssertionError("redis-server never answered")
+            await eventually(answers, "redis-server never answered", within=10)
         finally:
             await client.aclose()
 
@@ -499,5 +491,5 @@ async def test_workers_share_one_check_and_one_logout(
         async def all_refused() -> bool:
             return await statuses() == [401] * 20
 
-        await eventually(all_refused, "a worker still lets the token through", seconds=10)
+        await eventually(all_refused, "a worker still lets the token through", within=10)
     assert world.github.check_calls(token) == 1

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 from aiohttp import ClientResponse
 
-from .conftest import Gateway, GatewayFactory, World, bearer, raw_request, seen_headers
+from .support.headers import bearer, seen_headers
+from .support.sockets import free_port, raw_request
+from .support.world import Gateway, GatewayFactory, World
 
 
 async def error_body(resp: ClientResponse) -> dict[str, Any]:
@@ -184,11 +185,8 @@ async def test_body_over_max_body_size_is_413(start_gateway: GatewayFactory, wor
 
 
 async def test_upstream_unreachable_is_502(start_gateway: GatewayFactory, world: World) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     gateway = await start_gateway(
-        routes=[{"path": "/", "upstream": f"http://127.0.0.1:{port}", "auth": "none"}]
+        routes=[{"path": "/", "upstream": f"http://127.0.0.1:{free_port()}", "auth": "none"}]
     )
     resp = await gateway.client.get("/x")
     assert resp.status == 502

@@ -1,4 +1,4 @@
-"""`gateway serve` with workers, as an operator drives it with signals (DESIGN §9): the supervisor owns
+"""`gateway serve` with workers, as an operator drives it with signals (README: Workers): the supervisor owns
 the configuration, as gunicorn's arbiter does. It reads the file on SIGHUP, refuses a bad one, and
 every worker, a replacement for a killed one included, serves the configuration in force."""
 
@@ -21,8 +21,9 @@ from aiohttp.test_utils import TestServer
 from gateway.testing.echo import echo_app
 from gateway.testing.fake_github import FakeGitHub
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, serving
-from .test_cli import children, eventually, free_port
+from .support.processes import children, eventually, serving
+from .support.sockets import free_port
+from .support.world import CLIENT_ID, CLIENT_SECRET
 
 BOUND = 10.0  # seconds any one wait on the gateway may take
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, REPO, World
+from .support.processes import REPO
+from .support.world import CLIENT_ID, CLIENT_SECRET, World
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conftest import CLIENT_ID, GatewayFactory, World, bearer, seen_headers
+from .support.headers import bearer, seen_headers
+from .support.world import CLIENT_ID, GatewayFactory, World
 
 SPEC = {"target": "octo-org", "repositories": ["api"], "permissions": {"contents": "read"}}
 

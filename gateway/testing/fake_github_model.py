@@ -1,7 +1,7 @@
 """The fake GitHub's records (tokens, accounts, calls), the JSON bodies GitHub answers with, and the
 rules of a scope-token request.
 
-Pure values and functions: `gateway.fake_github` keeps the registry and serves HTTP with them.
+Pure values and functions: `gateway.testing.fake_github` keeps the registry and serves HTTP with them.
 """
 
 from __future__ import annotations

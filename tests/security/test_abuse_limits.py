@@ -12,8 +12,10 @@ from aiohttp import ClientResponse
 
 from gateway.github import WAITING_PER_SLOT
 
-from ..conftest import Gateway, GatewayFactory, World
-from .conftest import CraftedGitHub, authorization, body_of, canary, exchange, raw, statuses
+from ..support.canary import canary
+from ..support.github import CraftedGitHub, authorization
+from ..support.sockets import body_of, exchange, raw, statuses
+from ..support.world import Gateway, GatewayFactory, World
 
 
 def junk(i: int) -> str:
@@ -123,7 +125,9 @@ async def test_valid_tokens_give_back_what_their_check_cost(
     """Lock-out by budget: a valid token's check is paid back, so an address (a NAT, a CI runner) with
     more new valid tokens than its budget of failures is never refused, and its budget stays whole."""
     crafted_github.answer = lambda token: (
-        (200, authorization(token)) if token.startswith("gho_valid") else (404, {"message": "Not Found"})
+        (200, authorization(token, expires_at=None))
+        if token.startswith("gho_valid")
+        else (404, {"message": "Not Found"})
     )
     budget = 30
     gateway = await start_gateway(

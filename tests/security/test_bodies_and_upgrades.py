@@ -7,8 +7,10 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from ..conftest import Gateway, GatewayFactory, World
-from .conftest import SMUGGLED, RecordingUpstream, body_of, canary, exchange, raw, statuses
+from ..support.canary import canary
+from ..support.sockets import SMUGGLED, body_of, exchange, raw, statuses
+from ..support.upstreams import RecordingUpstream
+from ..support.world import Gateway, GatewayFactory, World
 
 LIMIT = 1000
 UPGRADE = (

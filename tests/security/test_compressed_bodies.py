@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 
-from ..conftest import Gateway, GatewayFactory
-from .conftest import exchange, raw, statuses
+from ..support.sockets import exchange, raw, statuses
+from ..support.world import Gateway, GatewayFactory
 
 # What the attacker hides in the inflated body: a whole request claiming to be alice, to a path the
 # route's policy would never let an anonymous caller reach

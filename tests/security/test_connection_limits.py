@@ -15,26 +15,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import exposition
-
-from ..conftest import GatewayFactory
-from .conftest import RecordingUpstream, body_of, exchange, raw, read_response, statuses
+from ..support.metrics import value
+from ..support.sockets import body_of, exchange, raw, read_response, statuses
+from ..support.upstreams import RecordingUpstream
+from ..support.world import GatewayFactory
 
 BOUND = 10.0
 TIMEOUT = 0.3  # body_timeout and keepalive_timeout where a test waits them out
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-def metric(name: str, **labels: str) -> float:
-    """A sample as `/metrics` shows it (0 when absent)."""
-    for family in text_string_to_metric_families(exposition()[0].decode()):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
 
 
 @pytest.fixture
@@ -67,15 +57,15 @@ async def test_a_thousand_idle_connections_do_not_lock_out_a_client_with_a_reque
     """Connection exhaustion: 1,100 connections that send nothing, against max_connections 1000. The
     longest-idle ones make room, so a real client is still served."""
     gateway = await start_gateway(server={"max_connections": 1000})
-    evicted_before = metric("gateway_connections_refused_total", closed="idle")
+    evicted_before = value("gateway_connections_refused_total", closed="idle")
     idle = await connections(gateway.port, 1100)
     resp = await gateway.client.get("/public/real")
     assert resp.status == 200
     assert upstream.paths == ["/public/real"]
     # the first 101 opened (100 over the limit, and room for the real client) were closed, unanswered
     assert all([await closed_unanswered(reader) for reader, _ in idle[:101]])
-    assert metric("gateway_connections_refused_total", closed="idle") - evicted_before == 101
-    assert metric("gateway_connections_open") <= 1000
+    assert value("gateway_connections_refused_total", closed="idle") - evicted_before == 101
+    assert value("gateway_connections_open") <= 1000
 
 
 async def test_over_max_connections_with_none_idle_a_new_connection_is_closed_at_once(
@@ -83,12 +73,12 @@ async def test_over_max_connections_with_none_idle_a_new_connection_is_closed_at
 ) -> None:
     """A connection mid-request is never the one closed to make room: the newcomer is."""
     gateway = await start_gateway(server={"max_connections": 3})
-    refused_before = metric("gateway_connections_refused_total", closed="new")
+    refused_before = value("gateway_connections_refused_total", closed="new")
     busy = await connections(gateway.port, 3)
     for _, writer in busy:
         writer.write(b"GET /public/busy HTTP/1.1\r\nHost: gateway\r\n")  # a head on its way
     assert all([await closed_unanswered(reader) for reader, _ in await connections(gateway.port, 2)])
-    assert metric("gateway_connections_refused_total", closed="new") - refused_before == 2
+    assert value("gateway_connections_refused_total", closed="new") - refused_before == 2
     for reader, writer in busy:  # each one's request still completes
         writer.write(b"Connection: close\r\n\r\n")
         assert statuses(await asyncio.wait_for(reader.read(), BOUND)) == [200]

@@ -9,17 +9,11 @@ from typing import Any
 
 import pytest
 
-from ..conftest import Gateway, GatewayFactory, World
-from .conftest import (
-    CraftedGitHub,
-    RecordingUpstream,
-    authorization,
-    body_of,
-    canary,
-    exchange,
-    raw,
-    statuses,
-)
+from ..support.canary import canary
+from ..support.github import CraftedGitHub, authorization
+from ..support.sockets import body_of, exchange, raw, statuses
+from ..support.upstreams import RecordingUpstream
+from ..support.world import Gateway, GatewayFactory, World
 
 
 async def against(start_gateway: GatewayFactory, github: CraftedGitHub) -> Gateway:
@@ -51,7 +45,7 @@ async def test_an_off_schema_login_from_github_is_503_and_never_forwarded(
 ) -> None:
     """Header injection through the identity: a login with CR/LF or control characters would become
     an X-Auth-User line of the attacker's choosing upstream."""
-    crafted_github.answer = lambda token: (200, authorization(token, login=login))
+    crafted_github.answer = lambda token: (200, authorization(token, expires_at=None, user__login=login))
     gateway = await against(start_gateway, crafted_github)
     answer = await get_svc(gateway, canary())
     assert statuses(answer) == [503]
@@ -87,11 +81,14 @@ async def test_an_off_schema_answer_is_never_cached(
     start_gateway: GatewayFactory, crafted_github: CraftedGitHub, upstream: RecordingUpstream
 ) -> None:
     """Cache poisoning: one odd answer must not decide the token's fate for the cache's lifetime."""
-    crafted_github.answer = lambda token: (200, authorization(token, login="alice\r\nX-Injected: 1"))
+    crafted_github.answer = lambda token: (
+        200,
+        authorization(token, expires_at=None, user__login="alice\r\nX-Injected: 1"),
+    )
     gateway = await against(start_gateway, crafted_github)
     token = canary()
     assert statuses(await get_svc(gateway, token)) == [503]
-    crafted_github.answer = lambda token: (200, authorization(token, login="alice"))
+    crafted_github.answer = lambda token: (200, authorization(token, expires_at=None, user__login="alice"))
     assert statuses(await get_svc(gateway, token)) == [200]
     assert crafted_github.calls == 2
     assert upstream.received[0].values("X-Auth-User") == ["alice"]
@@ -110,7 +107,7 @@ async def test_githubs_spammed_422_is_503_backed_off_and_never_taken_for_an_inva
         assert statuses(answer) == [503]
         assert b"Retry-After: " in answer
     assert crafted_github.calls == 1  # backed off: the next two never reached GitHub
-    crafted_github.answer = lambda token: (200, authorization(token))
+    crafted_github.answer = lambda token: (200, authorization(token, expires_at=None))
     world.clock.advance(2)  # past the first back-off window, well inside negative_ttl
     assert statuses(await get_svc(gateway, token)) == [200]
     assert crafted_github.calls == 2

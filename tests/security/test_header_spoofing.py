@@ -14,8 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ..conftest import CLIENT_ID, Gateway, GatewayFactory, World
-from .conftest import RecordingUpstream, body_of, canary, exchange, raw, statuses
+from ..support.canary import canary
+from ..support.sockets import body_of, exchange, raw, statuses
+from ..support.upstreams import RecordingUpstream
+from ..support.world import CLIENT_ID, Gateway, GatewayFactory, World
 
 IDENTITY_SPOOFS = (
     "X-Auth-User: root",

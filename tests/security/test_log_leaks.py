@@ -7,8 +7,8 @@ import secrets
 
 import pytest
 
-from ..conftest import Gateway
-from .conftest import CANARY, canary
+from ..support.canary import CANARY, canary
+from ..support.world import Gateway
 
 
 async def test_a_token_offered_as_a_websocket_subprotocol_reaches_no_log(

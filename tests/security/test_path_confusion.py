@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from ..conftest import Gateway, GatewayFactory
-from .conftest import RecordingUpstream, body_of, exchange, raw, statuses
+from ..support.sockets import body_of, exchange, raw, statuses
+from ..support.upstreams import RecordingUpstream
+from ..support.world import Gateway, GatewayFactory
 
 
 async def get(gateway: Gateway, target: str, token: str | None = None) -> tuple[int, bytes]:

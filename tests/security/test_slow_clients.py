@@ -17,8 +17,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ..conftest import Gateway, GatewayFactory
-from .conftest import RecordingUpstream, raw, read_response, statuses
+from ..support.sockets import raw, read_response, statuses
+from ..support.upstreams import RecordingUpstream
+from ..support.world import Gateway, GatewayFactory
 
 HEADER_TIMEOUT = 0.3
 BOUND = 10.0  # only bounds a hang: every close awaited here comes long before it

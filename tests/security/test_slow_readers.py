@@ -13,9 +13,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ..conftest import serving
-from ..test_cli import eventually, free_port
-from .conftest import raw
+from ..support.processes import eventually, rss_kib, serving
+from ..support.sockets import free_port, raw
 
 READERS = 20
 SIZE = 256 << 20  # per download: far more than the kernel buffers on its way hold
@@ -40,13 +39,6 @@ class Download:
             await response.write(BLOCK)
             self.sent += len(BLOCK)
         return response
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 async def test_slow_readers_of_a_large_download_hold_a_bounded_amount_of_memory_each(

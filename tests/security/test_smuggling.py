@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from ..conftest import Gateway
-from .conftest import SMUGGLED, RecordingUpstream, body_of, exchange, statuses
+from ..support.sockets import SMUGGLED, body_of, exchange, statuses
+from ..support.upstreams import RecordingUpstream
+from ..support.world import Gateway
 
 HEAD = b"POST /public HTTP/1.1\r\nHost: gateway\r\n"
 

@@ -9,8 +9,10 @@ import base64
 
 import pytest
 
-from ..conftest import Gateway, GatewayFactory, World
-from .conftest import RecordingUpstream, body_of, canary, exchange, raw, statuses
+from ..support.canary import canary
+from ..support.sockets import body_of, exchange, raw, statuses
+from ..support.upstreams import RecordingUpstream
+from ..support.world import Gateway, GatewayFactory, World
 
 
 async def refused(gateway: Gateway, message: bytes, status: int = 401) -> dict[str, object]:

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from ..conftest import GatewayFactory
-from .conftest import exchange, raw, read_response, statuses
+from ..support.sockets import exchange, raw, read_response, statuses
+from ..support.world import GatewayFactory
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
