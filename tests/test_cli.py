@@ -65,6 +65,33 @@ def test_check_config_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
         assert expected in text
 
 
+def test_check_config_refuses_each_header_the_gateway_sets_or_strips_as_an_identity_header(
+    tmp_path: Path,
+) -> None:
+    named = {"user": "X-Real-IP", "user_id": "X-Original-URL", "scopes": "Cookie", "client_id": "Forwarded"}
+    bad = tmp_path / "gateway.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "github": {"apps": [{"client_id": "Iv1.x", "client_secret": "s"}]},
+                "identity_headers": named,
+                "routes": [{"path": "/", "upstream": "http://127.0.0.1:1"}],
+            }
+        )
+    )
+    result = run("check-config", "-c", str(bad))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == len(named)
+    for (key, header), why in zip(
+        named.items(),
+        ("set or removed by the gateway", "another method or path", "credentials", "trusted proxies"),
+        strict=True,
+    ):
+        [line] = [line for line in lines if f": identity_headers.{key}: " in line]
+        assert line.startswith(f"{bad}: ") and repr(header) in line and why in line, line
+
+
 def test_check_config_accepts_the_repos_gateway_yaml_and_hides_the_secret() -> None:
     result = run("check-config", "-c", "gateway.yaml", env={"GITHUB_CLIENT_SECRET": "sekrit-value-1234"})
     assert result.returncode == 0, result.stderr
