@@ -1,0 +1,516 @@
+"""The fake GitHub's membership REST API (DESIGN §10): who belongs to which organisation and team, and
+who holds which role on a repository, asked with a user's token, an installation token or the GitHub
+App's JWT.
+
+Who may ask what, as GitHub decides it:
+- a user token (`Authorization: Bearer|token`): `gho_` (OAuth App) tokens need `read:org` (or
+  `write:org`, `admin:org`) for organisation and team facts (403 naming the scope otherwise) and `repo`
+  for private repositories (404 otherwise); `ghu_` (GitHub App user) tokens reach only organisations
+  the GitHub App is installed on with the Members permission (403 "Resource not accessible by
+  integration") and repositories an installation covers (404). Unknown, revoked or expired: 401.
+- an installation token (`ghs_`): its own account and repositories, with its permissions; expired 401.
+- the app's JWT (RS256, `iss` the app's id or client id, `iat`/`exp` at most ten minutes apart, checked
+  with the public key of `set_app`): the installation endpoints; GitHub's 401 and reason otherwise.
+- an organisation enforcing SAML SSO answers a member's token not authorized for it (`authorize_sso`)
+  with 403 and `X-GitHub-SSO: required; url=…`; list endpoints leave it out and say
+  `X-GitHub-SSO: partial-results; organizations=<ids>`.
+- every authenticated answer carries `X-RateLimit-*` for its user, installation or app; past an
+  exhausted budget (`exhaust_rate_limit`) calls get 403 or 429 with `X-RateLimit-Remaining: 0`.
+- list endpoints page with `per_page` (default 30, at most 100) and `page`, and a `Link` header as
+  GitHub writes it (prev, next, last, first: those that exist).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeGuard
+
+import jwt
+from aiohttp import web
+
+from . import fake_github_bodies as bodies
+from .fake_github_model import FakeToken, error, simple_user
+from .fake_github_orgs import REPO_ROLES, Installation, Member, Org, Repo
+
+if TYPE_CHECKING:
+    from .fake_github import FakeGitHub
+
+__all__ = ["ROUTES", "Caller", "RestRoute"]
+
+_READ_ORG = ("read:org", "write:org", "admin:org")  # GitHub's scope hierarchy: each implies read:org
+_NOT_ACCESSIBLE = "Resource not accessible by integration"
+_SSO_MESSAGE = (
+    "Resource protected by organization SAML enforcement. "
+    "You must grant your OAuth token access to this organization."
+)
+_JWT_LEEWAY = 60.0  # seconds of clock drift GitHub tolerates on `iat` and `exp`
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a REST call is made as: a user (their token's registry entry), an installation (its ghs_
+    token) or the GitHub App (its JWT)."""
+
+    kind: str  # user | installation | app
+    token: str
+    entry: FakeToken | None = None
+    installation: Installation | None = None
+
+    @property
+    def oauth(self) -> bool:
+        """An OAuth App token, limited by its scopes (a ghu_ token by the app's installations instead)."""
+        return self.entry is not None and not self.token.startswith("ghu_")
+
+    @property
+    def login(self) -> str:
+        return "" if self.entry is None else self.entry.login
+
+
+Answer = Callable[["FakeGitHub", web.Request, Caller], web.Response]
+
+
+@dataclass(frozen=True, slots=True)
+class RestRoute:
+    op: str  # GitHub's operationId
+    method: str
+    path: str
+    kinds: tuple[str, ...]  # who may call it
+    answer: Answer
+
+
+def authenticate(fake: FakeGitHub, request: web.Request, op: str) -> Caller | web.Response:
+    """The caller named by the Authorization header, or GitHub's 401."""
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    credential = credential.strip()
+    if scheme.lower() not in ("bearer", "token") or not credential:
+        return error(401, "Requires authentication", op)
+    if credential.count(".") == 2:
+        problem = _jwt_problem(fake, credential)
+        return error(401, problem, op) if problem else Caller("app", credential)
+    if credential.startswith("ghs_"):
+        installation = fake.installation_of(credential)
+        if installation is None:
+            return error(401, "Bad credentials", op)
+        return Caller("installation", credential, installation=installation)
+    entry = fake.lookup(credential)
+    if entry is None or entry.revoked or (entry.expires_at is not None and entry.expires_at <= fake.now()):
+        return error(401, "Bad credentials", op)
+    return Caller("user", credential, entry=entry)
+
+
+def _jwt_problem(fake: FakeGitHub, token: str) -> str | None:
+    """Why GitHub refuses this app JWT, in its words; None when it is good."""
+    app = fake.github_app
+    if app is None:
+        return "Integration not found"
+    try:
+        if jwt.get_unverified_header(token).get("alg") != "RS256":
+            return "A JSON web token could not be decoded"
+        # the signature is PyJWT's to check; the times are checked below against the fake's clock
+        claims = jwt.decode(
+            token,
+            app.public_key_pem,
+            algorithms=["RS256"],
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )
+    except jwt.InvalidTokenError:
+        return "A JSON web token could not be decoded"
+    now, iat, exp = fake.now(), claims.get("iat"), claims.get("exp")
+    if claims.get("iss") not in (app.id, str(app.id), app.client_id):
+        return "Integration not found"
+    if not _number(iat) or iat > now + _JWT_LEEWAY:
+        return (
+            "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued"
+        )
+    if not _number(exp) or exp <= now:
+        return (
+            "'Expiration time' claim ('exp') must be a numeric value representing the future time at which"
+            " the assertion expires"
+        )
+    if exp - iat > 600 or exp > now + 600 + _JWT_LEEWAY:
+        return "'Expiration time' claim ('exp') is too far in the future"
+    return None
+
+
+def _number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def rate_key(caller: Caller, fake: FakeGitHub) -> tuple[str, str]:
+    """Whose budget a call spends, and how GitHub names it in the exhausted message."""
+    if caller.entry is not None:
+        return f"user:{caller.entry.user_id}", f"user ID {caller.entry.user_id}"
+    if caller.installation is not None:
+        return f"installation:{caller.installation.id}", f"installation ID {caller.installation.id}"
+    app_id = 0 if fake.github_app is None else fake.github_app.id
+    return f"app:{app_id}", f"integration ID {app_id}"
+
+
+def rate_limited(status: int, retry_after: int | None, who: str, op: str) -> web.Response:
+    """GitHub's answer past an exhausted budget: the primary limit, or with `retry_after` a secondary one."""
+    if retry_after is None:
+        message = (
+            f"API rate limit exceeded for {who}. If you reach out to GitHub Support for help, please"
+            " include the request ID."
+        )
+        return error(status, message, "rate-limit")
+    message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+    answer = error(status, message, "rate-limit")
+    answer.headers["Retry-After"] = str(retry_after)
+    return answer
+
+
+def wrong_kind(caller: Caller, route: RestRoute) -> web.Response | None:
+    """GitHub's refusal of a credential the endpoint does not take."""
+    if caller.kind in route.kinds:
+        return None
+    if route.kinds == ("app",):
+        return error(401, "A JSON web token could not be decoded", route.op)
+    return error(403, _NOT_ACCESSIBLE, route.op)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Refusals the endpoints share
+
+
+def _scope_refusal(caller: Caller, accepted: tuple[str, ...], op: str) -> web.Response | None:
+    """An OAuth App token without any of the accepted scopes: 403 naming what GitHub wants."""
+    if caller.entry is None or not caller.oauth or set(caller.entry.scopes) & set(accepted):
+        return None
+    have = ", ".join(caller.entry.scopes) or "none"
+    answer = error(403, f"This request needs the '{accepted[0]}' scope; the token's scopes are: {have}.", op)
+    answer.headers["X-Accepted-OAuth-Scopes"] = ", ".join(accepted)
+    return answer
+
+
+def _app_refusal(fake: FakeGitHub, caller: Caller, account: str, op: str) -> web.Response | None:
+    """A GitHub App's token reaches an organisation only where the app is installed with Members."""
+    if caller.installation is not None:
+        installation: Installation | None = caller.installation
+        if installation is not None and installation.account.casefold() != account.casefold():
+            installation = None
+    elif caller.kind == "user" and not caller.oauth:
+        installation = fake.installation_for(account) if _of_the_app(fake, caller) else None
+    else:
+        return None
+    if installation is None or "members" not in installation.permissions:
+        return error(403, _NOT_ACCESSIBLE, op)
+    return None
+
+
+def _of_the_app(fake: FakeGitHub, caller: Caller) -> bool:
+    app, entry = fake.github_app, caller.entry
+    return app is not None and entry is not None and entry.client_id == app.client_id
+
+
+def _sso_refusal(fake: FakeGitHub, request: web.Request, caller: Caller, org: Org) -> web.Response | None:
+    if caller.kind != "user" or not fake.sso_blocks(caller.token, org, caller.login):
+        return None
+    answer = error(403, _SSO_MESSAGE, "sso")
+    url = f"{_site(request)}/orgs/{org.login}/sso?authorization_request={fake.sso_request(caller.token, org)}"
+    answer.headers["X-GitHub-SSO"] = f"required; url={url}"
+    return answer
+
+
+def _org_refusal(
+    fake: FakeGitHub, request: web.Request, caller: Caller, org: Org, op: str
+) -> web.Response | None:
+    """What organisation and team facts share: the scope, the app's installation, SSO."""
+    return (
+        _scope_refusal(caller, _READ_ORG, op)
+        or _app_refusal(fake, caller, org.login, op)
+        or _sso_refusal(fake, request, caller, org)
+    )
+
+
+def _visible_orgs(fake: FakeGitHub, caller: Caller) -> tuple[list[Org], list[Org]]:
+    """The organisations a user's token may list (active membership), and those SSO holds back."""
+    shown: list[Org] = []
+    held: list[Org] = []
+    for org in fake.orgs.values():
+        member = org.members.get(caller.login.casefold())
+        if (
+            member is None
+            or member.state != "active"
+            or _app_refusal(fake, caller, org.login, "") is not None
+        ):
+            continue
+        (held if fake.sso_blocks(caller.token, org, caller.login) else shown).append(org)
+    return shown, held
+
+
+def _site(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+def _api(request: web.Request) -> str:
+    return _site(request) + ("/api/v3" if request.path.startswith("/api/v3/") else "")
+
+
+def _page(request: web.Request, items: list[dict[str, object]], held: Iterable[Org] = ()) -> web.Response:
+    """One page of a list as GitHub pages it, with its Link header; `held`: orgs SSO left out."""
+    per_page = min(max(_query_int(request, "per_page", 30), 1), 100)
+    page = max(_query_int(request, "page", 1), 1)
+    last = max(1, math.ceil(len(items) / per_page))
+    answer = web.json_response(items[(page - 1) * per_page : page * per_page])
+
+    def link(number: int, rel: str) -> str:
+        url = request.url.with_query({**request.query, "per_page": str(per_page), "page": str(number)})
+        return f'<{url}>; rel="{rel}"'
+
+    links = [link(page - 1, "prev")] if page > 1 else []
+    if page < last:
+        links += [link(page + 1, "next"), link(last, "last")]
+    if page > 1:
+        links.append(link(1, "first"))
+    if links:
+        answer.headers["Link"] = ", ".join(links)
+    held_ids = [str(org.id) for org in held]
+    if held_ids:
+        answer.headers["X-GitHub-SSO"] = "partial-results; organizations=" + ",".join(held_ids)
+    return answer
+
+
+def _query_int(request: web.Request, name: str, default: int) -> int:
+    try:
+        return int(request.query.get(name, default))
+    except ValueError:
+        return default
+
+
+# ---------------------------------------------------------------------------------------------------
+# The operations
+
+
+def _org_membership(fake: FakeGitHub, request: web.Request, caller: Caller) -> web.Response:
+    op = "orgs/get-membership-for-authenticated-user"
+    org = fake.orgs.get(request.match_info["org"].casefold())
+    if org is None or caller.entry is None:
+        return error(404, "Not Found", op)
+    refused = _org_refusal(fake, request, caller, org, op)
+    member = org.members.get(caller.login.casefold())
+    if refused is not None or member is None:
+        return refused or error(404, "Not Found", op)
+    login, user_id = fake.users[caller.login.casefold()]
+    return web.json_response(
+        bodies.org_membership(_site(request), _api(request), org, member, login, user_id)
+    )
+
+
+def _user_orgs(fake: FakeGitHub, request: web.Request, caller: Caller) -> web.Response:
+    refused = _scope_refusal(caller, (*_READ_ORG, "user"), "orgs/list-for-authenticated-user")
+    if refused is not None:
+        return refused
+    shown, held = _visible_orgs(fake, caller)
+    site, api = _site(request), _api(request)
+    return _page(request, [bodies.organization(site, api, org) for org in shown], held)
+
+
+def _user_teams(fake: FakeGitHub, request: web.Request, caller: Caller) -> web.Response:
+    """The teams the user is an active member of themselves (parents are named in `parent`)."""
+    refused = _scope_refusal(caller, (*_READ_ORG, "user", "repo"), "teams/list-for-authenticated-user")
+    if refused is not None:
+        return refused
+    shown, held = _visible_orgs(fake, caller)
+    site, api, me = _site(request), _api(request), caller.login.casefold()
+    items = [
+        bodies.team(site, api, org, team, sum(m.state == "active" for m in team.members.values()))
+        for org in shown
+        for team in fake.teams.values()
+        if team.org == org.login and (mine := team.members.get(me)) is not None and mine.state == "active"
+    ]
+    return _page(request, items, held)
+
+
+def _team_membership(fake: FakeGitHub, request: web.Request, caller: Caller) -> web.Response:
+    op = "teams/get-membership-for-user-in-org"
+    info = request.match_info
+    org = fake.orgs.get(info["org"].casefold())
+    team = fake.teams.get((info["org"].casefold(), info["team_slug"].casefold()))
+    if org is None or team is None:
+        return error(404, "Not Found", op)
+    refused = _org_refusal(fake, request, caller, org, op)
+    if refused is not None:
+        return refused
+    if caller.kind == "user" and not _active_member(org, caller.login):
+        return error(404, "Not Found", op)  # the team is not visible to outsiders
+    known = fake.users.get(info["username"].casefold())
+    member = None if known is None else fake.team_state(team, known[0])
+    if known is None or member is None:
+        return error(404, "Not Found", op)
+    owner = org.members.get(known[0].casefold())
+    if owner is not None and owner.state == "active" and owner.role == "admin":
+        member = Member(member.state, "maintainer")  # GitHub reports owners as maintainers
+    return web.json_response(bodies.team_membership(_api(request), team, member, known[0]))
+
+
+def _active_member(org: Org, login: str) -> bool:
+    member = org.members.get(login.casefold())
+    return member is not None and member.state == "active"
+
+
+def _org_member(fake: FakeGitHub, request: web.Request, caller: Caller) -> web.Response:
+    """204 a member, 404 not (a pending invitation is not membership); a user who is not a member
+    themselves is redirected to the public membership check, as GitHub does."""
+    op = "orgs/check-membership-for-user"
+    org = fake.orgs.get(request.match_info["org"].casefold())
+    if org is None:
+        return error(404, "Not Found", op)
+    refused = _org_refusal(fake, request, caller, org, op)
+    if refused is not None:
+        return refused
+    username = request.match_info["username"]
+    if caller.kind == "user" and not _active_member(org, caller.login):
+        where = f"{_api(request)}/orgs/{org.login}/public_members/{username}"
+        return web.Response(status=302, headers={"Location": where})
+    if not _active_member(org, username):
+        return error(404, "User does not exist or is not a member of the organization", op)
+    return web.Response(status=204)
+
+
+def _visible_repo(fake: FakeGitHub, request: web.Request, caller: Caller, op: str) -> Repo | web.Response:
+    """The repository in the path if this caller may see it; GitHub answers 404 otherwise."""
+    info = request.match_info
+    repo = fake.repos.get(f"{info['owner']}/{info['repo']}".casefold())
+    if repo is None:
+        return error(404, "Not Found", op)
+    if caller.installation is not None:
+        return repo if caller.installation.covers(repo) else error(404, "Not Found", op)
+    if not repo.private:
+        return repo
+    if caller.entry is None or (caller.oauth and "repo" not in caller.entry.scopes):
+        return error(404, "Not Found", op)
+    if not caller.oauth and not (
+        _of_the_app(fake, caller) and any(i.covers(repo) for i in fake.installations.values())
+    ):
+        return error(404, "Not Found", op)
+    if fake.repo_role(repo, caller.login) is None:
+        return error(404, "Not Found", op)
+    org = fake.orgs.get(repo.owner.casefold())
+    refused = None if org is None else _sso_refusal(fake, request, caller, org)
+    return repo if refused is None else refused
+
+
+def _owner(fake: FakeGitHub, request: web.Request, repo: Repo) -> dict[str, object]:
+    org = fake.orgs.get(repo.owner.casefold())
+    site, api = _site(request), _api(request)
+    if org is not None:
+        return simple_user(site, api, org.login, org.id, "Organization")
+    login, user_id = fake.users.get(repo.owner.casefold(), (repo.owner, 1))
+    return simple_user(site, api, login, user_id)
+
+
+def _repo(fake: FakeGitHub, request: web.Request, caller: Caller) -> web.Response:
+    repo = _visible_repo(fake, request, caller, "repos/get")
+    if isinstance(repo, web.Response):
+        return repo
+    role = fake.repo_role(repo, caller.login or None)
+    owner = _owner(fake, request, repo)
+    body = bodies.repository(_site(request), _api(request), repo, owner, role, for_user=caller.kind == "user")
+    return web.json_response(body)
+
+
+def _collaborator(fake: FakeGitHub, request: web.Request, caller: Caller) -> web.Response:
+    op = "repos/get-collaborator-permission-level"
+    repo = _visible_repo(fake, request, caller, op)
+    if isinstance(repo, web.Response):
+        return repo
+    own = fake.repo_role(repo, caller.login) if caller.kind == "user" else None
+    if caller.kind == "user" and REPO_ROLES.index(own or "read") < REPO_ROLES.index("write"):
+        return error(403, "Must have push access to view collaborator permission.", op)
+    known = fake.users.get(request.match_info["username"].casefold())
+    if known is None:
+        return error(404, "Not Found", op)
+    login, user_id = known
+    role = fake.repo_role(repo, login)
+    return web.json_response(
+        bodies.collaborator_permission(_site(request), _api(request), login, user_id, role)
+    )
+
+
+def _installation_answer(
+    fake: FakeGitHub, request: web.Request, found: Installation | None, op: str
+) -> web.Response:
+    app = fake.github_app
+    if found is None or app is None:
+        return error(404, "Not Found", op)
+    org = fake.orgs.get(found.account.casefold())
+    site, api = _site(request), _api(request)
+    if org is not None:
+        account = simple_user(site, api, org.login, org.id, "Organization")
+    else:
+        login, user_id = fake.users.get(found.account.casefold(), (found.account, 1))
+        account = simple_user(site, api, login, user_id)
+    return web.json_response(bodies.installation(site, api, app, found, account))
+
+
+def _org_installation(fake: FakeGitHub, request: web.Request, _caller: Caller) -> web.Response:
+    org = fake.orgs.get(request.match_info["org"].casefold())
+    found = None if org is None else fake.installation_for(org.login)
+    return _installation_answer(fake, request, found, "apps/get-org-installation")
+
+
+def _repo_installation(fake: FakeGitHub, request: web.Request, _caller: Caller) -> web.Response:
+    info = request.match_info
+    repo = fake.repos.get(f"{info['owner']}/{info['repo']}".casefold())
+    found = next((i for i in fake.installations.values() if repo is not None and i.covers(repo)), None)
+    return _installation_answer(fake, request, found, "apps/get-repo-installation")
+
+
+def _installation_token(fake: FakeGitHub, request: web.Request, _caller: Caller) -> web.Response:
+    """201 with a ghs_ token good for `installation_token_ttl` seconds (GitHub: an hour)."""
+    number = request.match_info["installation_id"]
+    found = fake.installations.get(int(number)) if number.isdigit() else None
+    if found is None:
+        return error(404, "Not Found", "apps/create-installation-access-token")
+    token, expires_at = fake.issue_installation_token(found)
+    return web.json_response(bodies.installation_token(token, expires_at, found), status=201)
+
+
+_USER, _INSTALLATION, _APP = ("user",), ("installation",), ("app",)
+ROUTES = (
+    RestRoute(
+        "orgs/get-membership-for-authenticated-user",
+        "GET",
+        "/user/memberships/orgs/{org}",
+        _USER,
+        _org_membership,
+    ),
+    RestRoute("orgs/list-for-authenticated-user", "GET", "/user/orgs", _USER, _user_orgs),
+    RestRoute("teams/list-for-authenticated-user", "GET", "/user/teams", _USER, _user_teams),
+    RestRoute(
+        "teams/get-membership-for-user-in-org",
+        "GET",
+        "/orgs/{org}/teams/{team_slug}/memberships/{username}",
+        _USER + _INSTALLATION,
+        _team_membership,
+    ),
+    RestRoute(
+        "orgs/check-membership-for-user",
+        "GET",
+        "/orgs/{org}/members/{username}",
+        _USER + _INSTALLATION,
+        _org_member,
+    ),
+    RestRoute("repos/get", "GET", "/repos/{owner}/{repo}", _USER + _INSTALLATION, _repo),
+    RestRoute(
+        "repos/get-collaborator-permission-level",
+        "GET",
+        "/repos/{owner}/{repo}/collaborators/{username}/permission",
+        _USER + _INSTALLATION,
+        _collaborator,
+    ),
+    RestRoute("apps/get-org-installation", "GET", "/orgs/{org}/installation", _APP, _org_installation),
+    RestRoute(
+        "apps/get-repo-installation", "GET", "/repos/{owner}/{repo}/installation", _APP, _repo_installation
+    ),
+    RestRoute(
+        "apps/create-installation-access-token",
+        "POST",
+        "/app/installations/{installation_id}/access_tokens",
+        _APP,
+        _installation_token,
+    ),
+)
