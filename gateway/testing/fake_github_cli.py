@@ -1,4 +1,5 @@
-"""`gateway fake-github`: serve the fake GitHub alone, with apps, tokens and accounts."""
+"""`gateway fake-github`: serve the fake GitHub alone, with apps, tokens, accounts and an
+organisation to try it with."""
 
 from __future__ import annotations
 
@@ -60,6 +61,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an organization the GitHub App is installed on, a target for scoped tokens (repeatable)",
     )
     parser.add_argument(
+        "--org",
+        dest="orgs",
+        action="append",
+        metavar="ORG[:LOGIN,...]",
+        help="an organisation and its active members, users of --token/--app-token (repeatable)",
+    )
+    parser.add_argument(
+        "--team",
+        dest="teams",
+        action="append",
+        metavar="ORG/SLUG[:LOGIN,...]",
+        help="a team of an --org and its active members (repeatable)",
+    )
+    parser.add_argument(
         "--legacy-paths", action="store_true", help="serve the deprecated …/tokens/{token} paths"
     )
     parser.add_argument(
@@ -105,6 +120,31 @@ def _add_account(fake: FakeGitHub, spec: str) -> str:
     return f"{login} (id {account_id}, repositories: {', '.join(names) or '-'})"
 
 
+def _add_org(fake: FakeGitHub, spec: str) -> str:
+    """Register the organisation an --org spec describes; returns its description."""
+    login, _, members = spec.partition(":")
+    logins = [name for name in members.split(",") if name]
+    if not login or "/" in login:
+        raise ValueError(f"--org: expected ORG[:LOGIN,...], got {spec!r}")
+    fake.add_org(login)
+    for member in logins:
+        fake.add_member(login, member)
+    return f"{login} (members: {', '.join(logins) or '-'})"
+
+
+def _add_team(fake: FakeGitHub, spec: str) -> str:
+    """Register the team a --team spec describes; returns its description."""
+    name, _, members = spec.partition(":")
+    org, slash, slug = name.partition("/")
+    logins = [login for login in members.split(",") if login]
+    if not org or not slash or not slug:
+        raise ValueError(f"--team: expected ORG/SLUG[:LOGIN,...], got {spec!r}")
+    fake.add_team(org, slug)
+    for member in logins:
+        fake.add_team_member(org, slug, member)
+    return f"{org}/{slug} (members: {', '.join(logins) or '-'})"
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve a fake GitHub until SIGINT or SIGTERM; returns the exit status."""
     fake = FakeGitHub(dict(args.apps or [DEMO_APP]), legacy_paths=args.legacy_paths)
@@ -113,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         registered = [f"account {_add_account(fake, spec)}" for spec in args.accounts or ()]
         issued = [_issue(fake, spec) for spec in args.tokens or ()]
         issued += [_issue_app_token(fake, spec) for spec in args.app_tokens or ()]
+        registered += [f"organisation {_add_org(fake, spec)}" for spec in args.orgs or ()]
+        registered += [f"team {_add_team(fake, spec)}" for spec in args.teams or ()]
     except ValueError as exc:
         print(f"gateway fake-github: {exc}", file=sys.stderr)
         return 2
