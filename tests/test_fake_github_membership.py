@@ -4,6 +4,7 @@ description of the operation (api.github.com.membership.json; GHES 3.19's under 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -316,9 +317,12 @@ async def test_a_github_app_user_token_reaches_only_where_the_app_is_installed(
     assert (refused.status, refused.body["message"]) == (403, "Resource not accessible by integration")
     assert (await call(env, "/repos/acme/api", ghu)).status == 404
     assert (await call(env, "/user/orgs", ghu)).body == []
-    env.fake.install("acme", permissions={"metadata": "read"})  # without Members
+    installed = env.fake.install("acme", permissions={"metadata": "read"})  # without Members
     assert (await call(env, "/user/memberships/orgs/acme", ghu)).status == 403
     assert (await call(env, "/repos/acme/api", ghu)).body["permissions"] == ROLES["write"]
+    assert env.fake.install("acme", repositories=["www"]) is installed  # now with Members, not api
+    assert (await call(env, "/user/memberships/orgs/acme", ghu)).status == 200
+    assert (await call(env, "/repos/acme/api", ghu)).status == 404
     other_app = env.fake.add_token("alice", 1, prefix="ghu_", client_id=CID2)
     assert (await call(env, "/repos/acme/api", other_app)).status == 404
 
@@ -450,10 +454,14 @@ async def test_the_app_is_known_by_its_id_or_client_id(world: World, keys: Keys)
     env = world.env
     env.fake.set_app(APP_ID, keys.public_pem)
     env.fake.install("acme")
-    for iss in (str(APP_ID), CID):  # PyJWT writes iss as a string; GitHub takes either
-        assert (
-            await call(env, "/orgs/acme/installation", app_jwt(keys.private, env.wall.now, iss=iss))
-        ).status == 200
+    for iss in (str(APP_ID), CID):
+        good = app_jwt(keys.private, env.wall.now, iss=iss)
+        assert (await call(env, "/orgs/acme/installation", good)).status == 200
+    # Octokit writes iss as a number, which PyJWT's encode refuses: sign the claims as they are
+    now = int(env.wall.now)
+    claims = json.dumps({"iat": now - 60, "exp": now + 480, "iss": APP_ID}).encode()
+    numeric = jwt.PyJWS().encode(claims, keys.private, algorithm="RS256")
+    assert (await call(env, "/orgs/acme/installation", numeric)).status == 200
 
 
 async def test_no_app_set_means_no_jwt_is_good(world: World, keys: Keys) -> None:

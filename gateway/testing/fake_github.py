@@ -56,7 +56,8 @@ from types import MappingProxyType
 
 from aiohttp import web
 
-from . import fake_github_rest as rest
+from . import fake_github_callers as callers
+from .fake_github_callers import Caller
 from .fake_github_model import (
     Call,
     FakeAccount,
@@ -70,7 +71,8 @@ from .fake_github_model import (
     validation_failed,
 )
 from .fake_github_orgs import Directory, GitHubApp, Installation, Member, Org, Repo, Team
-from .fake_github_rest import Caller, RestRoute
+from .fake_github_rest import ROUTES as REST_ROUTES
+from .fake_github_rest import RestRoute
 
 __all__ = [
     "DEMO_APP",
@@ -274,7 +276,7 @@ class FakeGitHub(Directory):
                 app.router.add_route(
                     route.method, f"{prefix}/applications/{{client_id}}{route.path}", self._handler(route)
                 )
-            for rest_route in rest.ROUTES:
+            for rest_route in REST_ROUTES:
                 app.router.add_route(
                     rest_route.method, prefix + rest_route.path, self._rest_handler(rest_route)
                 )
@@ -348,7 +350,7 @@ class FakeGitHub(Directory):
     async def _serve_rest(self, request: web.Request, route: RestRoute) -> web.StreamResponse:
         """What every membership operation shares: the call log, the switches, the credentials, the
         rate limit; then the operation's own answer, with the rate-limit headers."""
-        caller = rest.authenticate(self, request, route.op)
+        caller = callers.authenticate(self, request, route.op)
         entry = caller.entry if isinstance(caller, Caller) else None
         credential = request.headers.get("Authorization", "").partition(" ")[2].strip()
         target = "/".join(request.match_info.values()) or None
@@ -362,12 +364,12 @@ class FakeGitHub(Directory):
             return interrupted
         if not isinstance(caller, Caller):
             return caller
-        who, named = rest.rate_key(caller, self)
+        who, named = callers.rate_key(caller, self)
         headers, limit = self.spend(who)
         if limit is not None:
-            answer = rest.rate_limited(limit.status, limit.retry_after, named, route.op)
+            answer = callers.rate_limited(limit.status, limit.retry_after, named, route.op)
         else:
-            answer = rest.wrong_kind(caller, route) or route.answer(self, request, caller)
+            answer = callers.wrong_kind(caller, route.kinds, route.op) or route.answer(self, request, caller)
         answer.headers.update(headers)
         if caller.oauth and entry is not None:
             answer.headers["X-OAuth-Scopes"] = ", ".join(entry.scopes)

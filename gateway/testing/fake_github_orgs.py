@@ -18,7 +18,17 @@ from types import MappingProxyType
 
 from .fake_github_model import sha256
 
-__all__ = ["REPO_ROLES", "Directory", "GitHubApp", "Installation", "Member", "Org", "Repo", "Team"]
+__all__ = [
+    "REPO_ROLES",
+    "Directory",
+    "GitHubApp",
+    "Installation",
+    "Member",
+    "Org",
+    "RateLimited",
+    "Repo",
+    "Team",
+]
 
 REPO_ROLES = ("read", "triage", "write", "maintain", "admin")  # GitHub's repository roles, lowest first
 _ROLE_NAMES = {"pull": "read", "push": "write"}  # the older names of two of them
@@ -98,9 +108,10 @@ class InstallationToken:
     expires_at: float
 
 
-@dataclass(slots=True)
-class _Limit:
-    """The exhausted-budget switch: refusals until `until` (the fake's clock)."""
+@dataclass(frozen=True, slots=True)
+class RateLimited:
+    """The exhausted-budget switch: calls are refused with `status` until `until` (the fake's clock);
+    with `retry_after`, as a secondary limit."""
 
     until: float
     status: int
@@ -126,7 +137,7 @@ class Directory:
         self._sso_requests: dict[tuple[str, str], str] = {}
         self._used: dict[str, int] = {}  # rate budget spent this window, by who is calling
         self._window_ends = clock() + 3600
-        self._limit: _Limit | None = None
+        self._limit: RateLimited | None = None
         self._org_ids = itertools.count(9000)
         self._other_ids = itertools.count(70_000)  # teams, repositories, installations
 
@@ -233,12 +244,17 @@ class Directory:
         permissions: Mapping[str, str] | None = None,
     ) -> Installation:
         """Install the GitHub App on an organisation (or user): all its repositories or these names,
-        with these permissions (default: Members and Metadata, read)."""
+        with these permissions (default: Members and Metadata, read). Installing again on the same
+        account changes that installation (its id stays), as editing it on GitHub does."""
         if isinstance(repositories, str):
             raise ValueError("expected repository names, not one string")
-        login = self.orgs[account.casefold()].login if account.casefold() in self.orgs else account
         chosen = MappingProxyType(dict(permissions)) if permissions is not None else _INSTALLATION_PERMISSIONS
         names = None if repositories is None else tuple(repositories)
+        installation = self.installation_for(account)
+        if installation is not None:
+            installation.repositories, installation.permissions = names, chosen
+            return installation
+        login = self.orgs[account.casefold()].login if account.casefold() in self.orgs else account
         installation = Installation(next(self._other_ids), login, names, chosen, self._clock())
         self.installations[installation.id] = installation
         return installation
@@ -277,9 +293,9 @@ class Directory:
         GitHub refuses it: `status` (403 or 429) with X-RateLimit-Remaining: 0 and the reset time, or,
         with `retry_after`, a secondary limit with Retry-After."""
         _check(status, (403, 429), "status")
-        self._limit = _Limit(self._clock() + reset_in, status, retry_after)
+        self._limit = RateLimited(self._clock() + reset_in, status, retry_after)
 
-    def spend(self, who: str) -> tuple[dict[str, str], _Limit | None]:
+    def spend(self, who: str) -> tuple[dict[str, str], RateLimited | None]:
         """Count one call by `who` against its budget: the X-RateLimit headers to answer with, and the
         limit in force when the call is refused."""
         now = self._clock()

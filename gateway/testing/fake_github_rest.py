@@ -8,9 +8,8 @@ Who may ask what, as GitHub decides it:
   for private repositories (404 otherwise); `ghu_` (GitHub App user) tokens reach only organisations
   the GitHub App is installed on with the Members permission (403 "Resource not accessible by
   integration") and repositories an installation covers (404). Unknown, revoked or expired: 401.
-- an installation token (`ghs_`): its own account and repositories, with its permissions; expired 401.
-- the app's JWT (RS256, `iss` the app's id or client id, `iat`/`exp` at most ten minutes apart, checked
-  with the public key of `set_app`): the installation endpoints; GitHub's 401 and reason otherwise.
+- an installation token (`ghs_`): its own account (Members permission) and repositories; expired 401.
+- the app's JWT (checked in `fake_github_callers`): the installation endpoints and installation tokens.
 - an organisation enforcing SAML SSO answers a member's token not authorized for it (`authorize_sso`)
   with 403 and `X-GitHub-SSO: required; url=…`; list endpoints leave it out and say
   `X-GitHub-SSO: partial-results; organizations=<ids>`.
@@ -25,19 +24,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING
 
-import jwt
 from aiohttp import web
 
 from . import fake_github_bodies as bodies
-from .fake_github_model import FakeToken, error, simple_user
+from .fake_github_callers import Caller
+from .fake_github_model import error, simple_user
 from .fake_github_orgs import REPO_ROLES, Installation, Member, Org, Repo
 
 if TYPE_CHECKING:
     from .fake_github import FakeGitHub
 
-__all__ = ["ROUTES", "Caller", "RestRoute"]
+__all__ = ["ROUTES", "RestRoute"]
 
 _READ_ORG = ("read:org", "write:org", "admin:org")  # GitHub's scope hierarchy: each implies read:org
 _NOT_ACCESSIBLE = "Resource not accessible by integration"
@@ -45,27 +44,6 @@ _SSO_MESSAGE = (
     "Resource protected by organization SAML enforcement. "
     "You must grant your OAuth token access to this organization."
 )
-_JWT_LEEWAY = 60.0  # seconds of clock drift GitHub tolerates on `iat` and `exp`
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who a REST call is made as: a user (their token's registry entry), an installation (its ghs_
-    token) or the GitHub App (its JWT)."""
-
-    kind: str  # user | installation | app
-    token: str
-    entry: FakeToken | None = None
-    installation: Installation | None = None
-
-    @property
-    def oauth(self) -> bool:
-        """An OAuth App token, limited by its scopes (a ghu_ token by the app's installations instead)."""
-        return self.entry is not None and not self.token.startswith("ghu_")
-
-    @property
-    def login(self) -> str:
-        return "" if self.entry is None else self.entry.login
 
 
 Answer = Callable[["FakeGitHub", web.Request, Caller], web.Response]
@@ -78,97 +56,6 @@ class RestRoute:
     path: str
     kinds: tuple[str, ...]  # who may call it
     answer: Answer
-
-
-def authenticate(fake: FakeGitHub, request: web.Request, op: str) -> Caller | web.Response:
-    """The caller named by the Authorization header, or GitHub's 401."""
-    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-    credential = credential.strip()
-    if scheme.lower() not in ("bearer", "token") or not credential:
-        return error(401, "Requires authentication", op)
-    if credential.count(".") == 2:
-        problem = _jwt_problem(fake, credential)
-        return error(401, problem, op) if problem else Caller("app", credential)
-    if credential.startswith("ghs_"):
-        installation = fake.installation_of(credential)
-        if installation is None:
-            return error(401, "Bad credentials", op)
-        return Caller("installation", credential, installation=installation)
-    entry = fake.lookup(credential)
-    if entry is None or entry.revoked or (entry.expires_at is not None and entry.expires_at <= fake.now()):
-        return error(401, "Bad credentials", op)
-    return Caller("user", credential, entry=entry)
-
-
-def _jwt_problem(fake: FakeGitHub, token: str) -> str | None:
-    """Why GitHub refuses this app JWT, in its words; None when it is good."""
-    app = fake.github_app
-    if app is None:
-        return "Integration not found"
-    try:
-        if jwt.get_unverified_header(token).get("alg") != "RS256":
-            return "A JSON web token could not be decoded"
-        # the signature is PyJWT's to check; the times are checked below against the fake's clock
-        claims = jwt.decode(
-            token,
-            app.public_key_pem,
-            algorithms=["RS256"],
-            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
-        )
-    except jwt.InvalidTokenError:
-        return "A JSON web token could not be decoded"
-    now, iat, exp = fake.now(), claims.get("iat"), claims.get("exp")
-    if claims.get("iss") not in (app.id, str(app.id), app.client_id):
-        return "Integration not found"
-    if not _number(iat) or iat > now + _JWT_LEEWAY:
-        return (
-            "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued"
-        )
-    if not _number(exp) or exp <= now:
-        return (
-            "'Expiration time' claim ('exp') must be a numeric value representing the future time at which"
-            " the assertion expires"
-        )
-    if exp - iat > 600 or exp > now + 600 + _JWT_LEEWAY:
-        return "'Expiration time' claim ('exp') is too far in the future"
-    return None
-
-
-def _number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def rate_key(caller: Caller, fake: FakeGitHub) -> tuple[str, str]:
-    """Whose budget a call spends, and how GitHub names it in the exhausted message."""
-    if caller.entry is not None:
-        return f"user:{caller.entry.user_id}", f"user ID {caller.entry.user_id}"
-    if caller.installation is not None:
-        return f"installation:{caller.installation.id}", f"installation ID {caller.installation.id}"
-    app_id = 0 if fake.github_app is None else fake.github_app.id
-    return f"app:{app_id}", f"integration ID {app_id}"
-
-
-def rate_limited(status: int, retry_after: int | None, who: str, op: str) -> web.Response:
-    """GitHub's answer past an exhausted budget: the primary limit, or with `retry_after` a secondary one."""
-    if retry_after is None:
-        message = (
-            f"API rate limit exceeded for {who}. If you reach out to GitHub Support for help, please"
-            " include the request ID."
-        )
-        return error(status, message, "rate-limit")
-    message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
-    answer = error(status, message, "rate-limit")
-    answer.headers["Retry-After"] = str(retry_after)
-    return answer
-
-
-def wrong_kind(caller: Caller, route: RestRoute) -> web.Response | None:
-    """GitHub's refusal of a credential the endpoint does not take."""
-    if caller.kind in route.kinds:
-        return None
-    if route.kinds == ("app",):
-        return error(401, "A JSON web token could not be decoded", route.op)
-    return error(403, _NOT_ACCESSIBLE, route.op)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,19 +72,18 @@ def _scope_refusal(caller: Caller, accepted: tuple[str, ...], op: str) -> web.Re
     return answer
 
 
-def _app_refusal(fake: FakeGitHub, caller: Caller, account: str, op: str) -> web.Response | None:
-    """A GitHub App's token reaches an organisation only where the app is installed with Members."""
+def _app_reaches(fake: FakeGitHub, caller: Caller, account: str) -> bool:
+    """A GitHub App's token (installation, ghu_) reaches an organisation only where the app is installed
+    with Members; an OAuth App token is not the app's to limit."""
     if caller.installation is not None:
         installation: Installation | None = caller.installation
-        if installation is not None and installation.account.casefold() != account.casefold():
+        if caller.installation.account.casefold() != account.casefold():
             installation = None
     elif caller.kind == "user" and not caller.oauth:
         installation = fake.installation_for(account) if _of_the_app(fake, caller) else None
     else:
-        return None
-    if installation is None or "members" not in installation.permissions:
-        return error(403, _NOT_ACCESSIBLE, op)
-    return None
+        return True
+    return installation is not None and "members" in installation.permissions
 
 
 def _of_the_app(fake: FakeGitHub, caller: Caller) -> bool:
@@ -220,7 +106,7 @@ def _org_refusal(
     """What organisation and team facts share: the scope, the app's installation, SSO."""
     return (
         _scope_refusal(caller, _READ_ORG, op)
-        or _app_refusal(fake, caller, org.login, op)
+        or (None if _app_reaches(fake, caller, org.login) else error(403, _NOT_ACCESSIBLE, op))
         or _sso_refusal(fake, request, caller, org)
     )
 
@@ -231,11 +117,7 @@ def _visible_orgs(fake: FakeGitHub, caller: Caller) -> tuple[list[Org], list[Org
     held: list[Org] = []
     for org in fake.orgs.values():
         member = org.members.get(caller.login.casefold())
-        if (
-            member is None
-            or member.state != "active"
-            or _app_refusal(fake, caller, org.login, "") is not None
-        ):
+        if member is None or member.state != "active" or not _app_reaches(fake, caller, org.login):
             continue
         (held if fake.sso_blocks(caller.token, org, caller.login) else shown).append(org)
     return shown, held
@@ -383,7 +265,8 @@ def _visible_repo(fake: FakeGitHub, request: web.Request, caller: Caller, op: st
     if caller.entry is None or (caller.oauth and "repo" not in caller.entry.scopes):
         return error(404, "Not Found", op)
     if not caller.oauth and not (
-        _of_the_app(fake, caller) and any(i.covers(repo) for i in fake.installations.values())
+        _of_the_app(fake, caller)
+        and any(i.covers(repo) and "metadata" in i.permissions for i in fake.installations.values())
     ):
         return error(404, "Not Found", op)
     if fake.repo_role(repo, caller.login) is None:
