@@ -370,8 +370,11 @@ async def test_the_app_finds_its_installations_and_gets_tokens(world: World, key
     assert created.body["expires_at"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(env.wall.now + 3600))
     assert created.body["repository_selection"] == "selected"
     assert (await call(env, "/app/installations/999/access_tokens", as_app, method="POST")).status == 404
+    me = await call(env, "/app", as_app)
+    assert (me.body["id"], me.body["client_id"], me.body["installations_count"]) == (APP_ID, CID, 1)
     assert ("apps/create-installation-access-token", 201) in env.validated
     assert ("apps/get-org-installation", 200) in env.validated
+    assert ("apps/get-authenticated", 200) in env.validated
 
 
 async def test_an_installation_token_answers_membership(world: World, keys: Keys) -> None:
@@ -515,6 +518,10 @@ async def test_every_answer_carries_the_rate_limit(world: World) -> None:
     }
     assert (second.headers["X-RateLimit-Remaining"], second.headers["X-RateLimit-Used"]) == ("4998", "2")
     assert other.headers["X-RateLimit-Remaining"] == "4999"  # each user has a budget
+    for _ in range(2):  # asking what is left costs nothing
+        left = await call(env, "/rate_limit", world.alice)
+        assert left.body["rate"] == {"limit": 5000, "remaining": 4998, "reset": int(reset), "used": 2}
+    assert ("rate-limit/get", 200) in env.validated
 
 
 @pytest.mark.parametrize("status", [403, 429])
@@ -529,6 +536,8 @@ async def test_an_exhausted_budget_refuses_until_the_reset(world: World, status:
         str(int(env.wall.now) + 120),
     )
     assert "Retry-After" not in refused.headers
+    left = await call(env, "/rate_limit", world.alice)  # answered, and says so
+    assert (left.status, left.body["rate"]["remaining"]) == (200, 0)
     env.wall.now += 119
     assert (await call(env, "/user/memberships/orgs/acme", world.alice)).status == status
     env.wall.now += 1

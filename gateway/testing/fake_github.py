@@ -365,12 +365,12 @@ class FakeGitHub(Directory):
         if not isinstance(caller, Caller):
             return caller
         who, named = callers.rate_key(caller, self)
-        headers, limit = self.spend(who)
-        if limit is not None:
+        budget, limit = self.spend(who, free=not route.spends)
+        if limit is not None and route.spends:
             answer = callers.rate_limited(limit.status, limit.retry_after, named, route.op)
         else:
             answer = callers.wrong_kind(caller, route.kinds, route.op) or route.answer(self, request, caller)
-        answer.headers.update(headers)
+        answer.headers.update(budget.headers())
         if caller.oauth and entry is not None:
             answer.headers["X-OAuth-Scopes"] = ", ".join(entry.scopes)
         return answer

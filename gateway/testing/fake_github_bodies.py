@@ -243,3 +243,23 @@ def installation_token(token: str, expires_at: float, inst: Installation) -> dic
         "permissions": dict(inst.permissions),
         "repository_selection": "all" if inst.repositories is None else "selected",
     }
+
+
+def github_app(site: str, api: str, app: GitHubApp, installations: int) -> dict[str, object]:
+    """GitHub's `integration`: the authenticated app, owned here by a made-up organisation."""
+    return {
+        "id": app.id,
+        "slug": app.slug,
+        "node_id": _node("Integration", app.id),
+        "client_id": app.client_id,
+        "owner": simple_user(site, api, "fake-github-apps", 1, "Organization"),
+        "name": app.slug,
+        "description": None,
+        "external_url": site,
+        "html_url": f"{site}/apps/{app.slug}",
+        "created_at": _EPOCH,
+        "updated_at": _EPOCH,
+        "permissions": {"members": "read", "metadata": "read"},
+        "events": [],
+        "installations_count": installations,
+    }

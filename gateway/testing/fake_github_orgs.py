@@ -102,6 +102,29 @@ class Installation:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A caller's primary rate limit, as GitHub reports it: per hour, spent, and when it resets."""
+
+    limit: int
+    used: int
+    reset: int  # epoch seconds
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+    def headers(self) -> dict[str, str]:
+        """The X-RateLimit headers GitHub sends with every answer."""
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+            "X-RateLimit-Used": str(self.used),
+            "X-RateLimit-Resource": "core",
+        }
+
+
 @dataclass(slots=True)
 class InstallationToken:
     installation_id: int
@@ -295,8 +318,8 @@ class Directory:
         _check(status, (403, 429), "status")
         self._limit = RateLimited(self._clock() + reset_in, status, retry_after)
 
-    def spend(self, who: str) -> tuple[dict[str, str], RateLimited | None]:
-        """Count one call by `who` against its budget: the X-RateLimit headers to answer with, and the
+    def spend(self, who: str, *, free: bool = False) -> tuple[Budget, RateLimited | None]:
+        """Count one call by `who` against its budget (not when `free`): what is left of it, and the
         limit in force when the call is refused."""
         now = self._clock()
         if self._limit is not None and now >= self._limit.until:
@@ -305,18 +328,11 @@ class Directory:
             self._used, self._window_ends = {}, now + 3600
         limit = self._limit
         if limit is not None:
-            used, reset = self.rate_budget, limit.until
-        else:
-            used, reset = self._used.get(who, 0) + 1, self._window_ends
+            return Budget(self.rate_budget, self.rate_budget, math.ceil(limit.until)), limit
+        used = self._used.get(who, 0) + (0 if free else 1)
+        if not free:
             self._used[who] = used
-        headers = {
-            "X-RateLimit-Limit": str(self.rate_budget),
-            "X-RateLimit-Remaining": str(max(0, self.rate_budget - used)),
-            "X-RateLimit-Reset": str(math.ceil(reset)),
-            "X-RateLimit-Used": str(used),
-            "X-RateLimit-Resource": "core",
-        }
-        return headers, limit
+        return Budget(self.rate_budget, used, math.ceil(self._window_ends)), None
 
     # -----------------------------------------------------------------------------------------------
     # What GitHub decides

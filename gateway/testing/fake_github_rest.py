@@ -9,12 +9,14 @@ Who may ask what, as GitHub decides it:
   the GitHub App is installed on with the Members permission (403 "Resource not accessible by
   integration") and repositories an installation covers (404). Unknown, revoked or expired: 401.
 - an installation token (`ghs_`): its own account (Members permission) and repositories; expired 401.
-- the app's JWT (checked in `fake_github_callers`): the installation endpoints and installation tokens.
+- the app's JWT (checked in `fake_github_callers`): GET /app, the installation endpoints and
+  installation tokens.
 - an organisation enforcing SAML SSO answers a member's token not authorized for it (`authorize_sso`)
   with 403 and `X-GitHub-SSO: required; url=…`; list endpoints leave it out and say
   `X-GitHub-SSO: partial-results; organizations=<ids>`.
 - every authenticated answer carries `X-RateLimit-*` for its user, installation or app; past an
-  exhausted budget (`exhaust_rate_limit`) calls get 403 or 429 with `X-RateLimit-Remaining: 0`.
+  exhausted budget (`exhaust_rate_limit`) calls get 403 or 429 with `X-RateLimit-Remaining: 0`;
+  GET /rate_limit reports the budget without spending it, and answers even when it is spent.
 - list endpoints page with `per_page` (default 30, at most 100) and `page`, and a `Link` header as
   GitHub writes it (prev, next, last, first: those that exist).
 """
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import fake_github_bodies as bodies
-from .fake_github_callers import Caller
+from .fake_github_callers import Caller, rate_key
 from .fake_github_model import error, simple_user
 from .fake_github_orgs import REPO_ROLES, Installation, Member, Org, Repo
 
@@ -56,6 +58,7 @@ class RestRoute:
     path: str
     kinds: tuple[str, ...]  # who may call it
     answer: Answer
+    spends: bool = True  # counts against the caller's rate budget (GET /rate_limit does not)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -352,6 +355,22 @@ def _installation_token(fake: FakeGitHub, request: web.Request, _caller: Caller)
     return web.json_response(bodies.installation_token(token, expires_at, found), status=201)
 
 
+def _rate_limit(fake: FakeGitHub, _request: web.Request, caller: Caller) -> web.Response:
+    """The caller's budget; GitHub answers it even when the budget is spent, without spending it."""
+    budget, _ = fake.spend(rate_key(caller, fake)[0], free=True)
+    core = {"limit": budget.limit, "remaining": budget.remaining, "reset": budget.reset, "used": budget.used}
+    search = {"limit": 30, "remaining": 30, "reset": budget.reset, "used": 0}
+    return web.json_response({"resources": {"core": core, "search": search}, "rate": core})
+
+
+def _app(fake: FakeGitHub, request: web.Request, _caller: Caller) -> web.Response:
+    app = fake.github_app
+    if app is None:  # a JWT is only good once there is an app
+        return error(404, "Not Found", "apps/get-authenticated")
+    site, api = _site(request), _api(request)
+    return web.json_response(bodies.github_app(site, api, app, len(fake.installations)))
+
+
 _USER, _INSTALLATION, _APP = ("user",), ("installation",), ("app",)
 ROUTES = (
     RestRoute(
@@ -388,6 +407,10 @@ ROUTES = (
     RestRoute("apps/get-org-installation", "GET", "/orgs/{org}/installation", _APP, _org_installation),
     RestRoute(
         "apps/get-repo-installation", "GET", "/repos/{owner}/{repo}/installation", _APP, _repo_installation
+    ),
+    RestRoute("apps/get-authenticated", "GET", "/app", _APP, _app),
+    RestRoute(
+        "rate-limit/get", "GET", "/rate_limit", _USER + _INSTALLATION + _APP, _rate_limit, spends=False
     ),
     RestRoute(
         "apps/create-installation-access-token",
