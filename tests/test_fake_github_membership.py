@@ -302,6 +302,18 @@ async def test_removal_and_role_changes_show_at_once(world: World) -> None:
     assert (await call(env, "/user/memberships/orgs/acme", world.alice)).status == 404
 
 
+async def test_memberships_follow_the_user_id_through_a_rename(world: World, keys: Keys) -> None:
+    env = world.env
+    token = await installation_token(env, keys)
+    env.fake.add_user("alice-renamed", 1)
+    assert (await call(env, "/orgs/acme/members/alice-renamed", token)).status == 204
+    assert (await call(env, "/orgs/acme/members/alice", token)).status == 404
+    team = await call(env, "/orgs/acme/teams/platform/memberships/alice-renamed", world.alice)
+    assert team.body["url"].endswith("/memberships/alice-renamed")
+    env.fake.add_user("alice", 99)  # someone else takes the old login: they are no member
+    assert (await call(env, "/orgs/acme/members/alice", token)).status == 404
+
+
 # ---------------------------------------------------------------------------------------------------
 # A GitHub App user token (ghu_)
 

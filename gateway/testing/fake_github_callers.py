@@ -7,7 +7,7 @@ spends, and GitHub's answer once it is spent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeGuard
 
 import jwt
@@ -30,7 +30,7 @@ class Caller:
     token) or the GitHub App (its JWT)."""
 
     kind: str  # user | installation | app
-    token: str
+    token: str = field(repr=False)  # SECURITY: a secret, even in a fake: never in a test's failure output
     entry: FakeToken | None = None
     installation: Installation | None = None
 
@@ -40,8 +40,8 @@ class Caller:
         return self.entry is not None and not self.token.startswith("ghu_")
 
     @property
-    def login(self) -> str:
-        return "" if self.entry is None else self.entry.login
+    def user_id(self) -> int | None:
+        return None if self.entry is None else self.entry.user_id
 
 
 def authenticate(fake: FakeGitHub, request: web.Request, op: str) -> Caller | web.Response:

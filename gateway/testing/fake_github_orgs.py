@@ -3,7 +3,8 @@ the state the membership endpoints (`fake_github_rest`) answer from, and the Pyt
 shape it, change it while a test runs, and flip its switches.
 
 People are named by login (case-insensitive, as on GitHub) and must be known first: `add_token`
-registers its user, `add_user` registers one without a token.
+registers its user, `add_user` registers one without a token or renames one. What they belong to is
+kept by user id, as GitHub keeps it: a renamed user keeps their memberships and roles.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Org:
     login: str
     id: int
     sso: bool = False  # enforces SAML single sign-on: user tokens must be authorized for it
-    members: dict[str, Member] = field(default_factory=dict)  # by casefolded login
+    members: dict[int, Member] = field(default_factory=dict)  # by user id
 
 
 @dataclass(slots=True)
@@ -60,7 +61,7 @@ class Team:
     name: str
     id: int
     parent: Team | None = None
-    members: dict[str, Member] = field(default_factory=dict)  # by casefolded login
+    members: dict[int, Member] = field(default_factory=dict)  # by user id
 
 
 @dataclass(slots=True)
@@ -69,7 +70,7 @@ class Repo:
     name: str
     id: int
     private: bool = True
-    roles: dict[str, str] = field(default_factory=dict)  # casefolded login → one of REPO_ROLES
+    roles: dict[int, str] = field(default_factory=dict)  # user id → one of REPO_ROLES
 
     @property
     def full_name(self) -> str:
@@ -150,7 +151,8 @@ class Directory:
         self.orgs: dict[str, Org] = {}  # by casefolded login
         self.teams: dict[tuple[str, str], Team] = {}  # by casefolded (org, slug)
         self.repos: dict[str, Repo] = {}  # by casefolded owner/name
-        self.users: dict[str, tuple[str, int]] = {}  # casefolded login → (login, id)
+        self.users: dict[str, int] = {}  # casefolded login → user id
+        self.logins: dict[int, str] = {}  # user id → login
         self.github_app: GitHubApp | None = None
         self.installations: dict[int, Installation] = {}
         self.installation_token_ttl = 3600.0  # GitHub: an hour
@@ -168,13 +170,20 @@ class Directory:
     # People, organisations, teams, repositories
 
     def add_user(self, login: str, user_id: int) -> None:
-        """Make a person known by login and id (add_token does it for the token's user)."""
-        known = self.users.get(login.casefold())
-        if known is not None and known[1] != user_id:
-            raise ValueError(f"{login!r} is already user {known[1]}")
+        """Make a person known by login and id (add_token does it for the token's user); a known id
+        with a new login is a rename, a known login with a new id someone else taking it over."""
         if user_id <= 0:
             raise ValueError("expected a positive user id")
-        self.users[login.casefold()] = (login, user_id)
+        old = self.logins.get(user_id)
+        if old is not None:
+            self.users.pop(old.casefold(), None)
+        self.users[login.casefold()] = user_id
+        self.logins[user_id] = login
+
+    def user(self, login: str) -> tuple[str, int] | None:
+        """A known user's login (as registered) and id."""
+        user_id = self.users.get(login.casefold())
+        return None if user_id is None else (self.logins[user_id], user_id)
 
     def add_org(self, login: str, org_id: int | None = None, *, sso: bool = False) -> Org:
         """An organisation; `sso=True` enforces SAML single sign-on (see authorize_sso)."""
@@ -337,39 +346,38 @@ class Directory:
     # -----------------------------------------------------------------------------------------------
     # What GitHub decides
 
-    def team_state(self, team: Team, login: str) -> Member | None:
+    def team_state(self, team: Team, user_id: int) -> Member | None:
         """A user's membership of a team: an active member of a child team (at any depth) is an active
         member of the parent, as GitHub's team-membership endpoint counts them."""
-        own = team.members.get(login.casefold())
+        own = team.members.get(user_id)
         if own is not None and own.state == "active":
             return own
         for child in self.teams.values():
             if child.parent is team:
-                inherited = self.team_state(child, login)
+                inherited = self.team_state(child, user_id)
                 if inherited is not None and inherited.state == "active":
                     return Member("active", "member")
         return own
 
-    def repo_role(self, repo: Repo, login: str | None) -> str | None:
+    def repo_role(self, repo: Repo, user_id: int | None) -> str | None:
         """The highest of: the user's role, admin for an owner of the owning organisation or the owning
         user, read for anyone on a public repository."""
         roles = [] if repo.private else ["read"]
-        if login is not None:
-            key = login.casefold()
-            if key in repo.roles:
-                roles.append(repo.roles[key])
+        if user_id is not None:
+            if user_id in repo.roles:
+                roles.append(repo.roles[user_id])
             org = self.orgs.get(repo.owner.casefold())
-            member = None if org is None else org.members.get(key)
+            member = None if org is None else org.members.get(user_id)
             owner = member is not None and member.state == "active" and member.role == "admin"
-            if owner or key == repo.owner.casefold():
+            if owner or self.users.get(repo.owner.casefold()) == user_id:
                 roles.append("admin")
         return max(roles, key=REPO_ROLES.index) if roles else None
 
-    def sso_blocks(self, token: str, org: Org, login: str) -> bool:
+    def sso_blocks(self, token: str, org: Org, user_id: int) -> bool:
         """Whether SAML SSO holds this member's token back from the organisation."""
         return (
             org.sso
-            and login.casefold() in org.members
+            and user_id in org.members
             and (sha256(token), org.login.casefold()) not in self._sso_authorized
         )
 
@@ -382,10 +390,11 @@ class Directory:
         """The fake's clock."""
         return self._clock()
 
-    def _person(self, login: str) -> str:
-        if login.casefold() not in self.users:
+    def _person(self, login: str) -> int:
+        user_id = self.users.get(login.casefold())
+        if user_id is None:
             raise ValueError(f"unknown user {login!r}: add_token or add_user first")
-        return login.casefold()
+        return user_id
 
     def _org(self, login: str) -> Org:
         org = self.orgs.get(login.casefold())

@@ -24,7 +24,7 @@ Who may ask what, as GitHub decides it:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -95,7 +95,7 @@ def _of_the_app(fake: FakeGitHub, caller: Caller) -> bool:
 
 
 def _sso_refusal(fake: FakeGitHub, request: web.Request, caller: Caller, org: Org) -> web.Response | None:
-    if caller.kind != "user" or not fake.sso_blocks(caller.token, org, caller.login):
+    if caller.user_id is None or not fake.sso_blocks(caller.token, org, caller.user_id):
         return None
     answer = error(403, _SSO_MESSAGE, "sso")
     url = f"{_site(request)}/orgs/{org.login}/sso?authorization_request={fake.sso_request(caller.token, org)}"
@@ -118,11 +118,11 @@ def _visible_orgs(fake: FakeGitHub, caller: Caller) -> tuple[list[Org], list[Org
     """The organisations a user's token may list (active membership), and those SSO holds back."""
     shown: list[Org] = []
     held: list[Org] = []
+    user_id = caller.user_id
     for org in fake.orgs.values():
-        member = org.members.get(caller.login.casefold())
-        if member is None or member.state != "active" or not _app_reaches(fake, caller, org.login):
+        if user_id is None or not _active(org.members, user_id) or not _app_reaches(fake, caller, org.login):
             continue
-        (held if fake.sso_blocks(caller.token, org, caller.login) else shown).append(org)
+        (held if fake.sso_blocks(caller.token, org, user_id) else shown).append(org)
     return shown, held
 
 
@@ -172,15 +172,15 @@ def _query_int(request: web.Request, name: str, default: int) -> int:
 def _org_membership(fake: FakeGitHub, request: web.Request, caller: Caller) -> web.Response:
     op = "orgs/get-membership-for-authenticated-user"
     org = fake.orgs.get(request.match_info["org"].casefold())
-    if org is None or caller.entry is None:
+    if org is None or caller.user_id is None:
         return error(404, "Not Found", op)
     refused = _org_refusal(fake, request, caller, org, op)
-    member = org.members.get(caller.login.casefold())
+    member = org.members.get(caller.user_id)
     if refused is not None or member is None:
         return refused or error(404, "Not Found", op)
-    login, user_id = fake.users[caller.login.casefold()]
+    login = fake.logins[caller.user_id]
     return web.json_response(
-        bodies.org_membership(_site(request), _api(request), org, member, login, user_id)
+        bodies.org_membership(_site(request), _api(request), org, member, login, caller.user_id)
     )
 
 
@@ -199,12 +199,12 @@ def _user_teams(fake: FakeGitHub, request: web.Request, caller: Caller) -> web.R
     if refused is not None:
         return refused
     shown, held = _visible_orgs(fake, caller)
-    site, api, me = _site(request), _api(request), caller.login.casefold()
+    site, api, me = _site(request), _api(request), caller.user_id
     items = [
         bodies.team(site, api, org, team, sum(m.state == "active" for m in team.members.values()))
         for org in shown
         for team in fake.teams.values()
-        if team.org == org.login and (mine := team.members.get(me)) is not None and mine.state == "active"
+        if team.org == org.login and _active(team.members, me)
     ]
     return _page(request, items, held)
 
@@ -219,20 +219,20 @@ def _team_membership(fake: FakeGitHub, request: web.Request, caller: Caller) -> 
     refused = _org_refusal(fake, request, caller, org, op)
     if refused is not None:
         return refused
-    if caller.kind == "user" and not _active_member(org, caller.login):
+    if caller.kind == "user" and not _active(org.members, caller.user_id):
         return error(404, "Not Found", op)  # the team is not visible to outsiders
-    known = fake.users.get(info["username"].casefold())
-    member = None if known is None else fake.team_state(team, known[0])
+    known = fake.user(info["username"])
+    member = None if known is None else fake.team_state(team, known[1])
     if known is None or member is None:
         return error(404, "Not Found", op)
-    owner = org.members.get(known[0].casefold())
+    owner = org.members.get(known[1])
     if owner is not None and owner.state == "active" and owner.role == "admin":
         member = Member(member.state, "maintainer")  # GitHub reports owners as maintainers
     return web.json_response(bodies.team_membership(_api(request), team, member, known[0]))
 
 
-def _active_member(org: Org, login: str) -> bool:
-    member = org.members.get(login.casefold())
+def _active(members: Mapping[int, Member], user_id: int | None) -> bool:
+    member = None if user_id is None else members.get(user_id)
     return member is not None and member.state == "active"
 
 
@@ -247,10 +247,10 @@ def _org_member(fake: FakeGitHub, request: web.Request, caller: Caller) -> web.R
     if refused is not None:
         return refused
     username = request.match_info["username"]
-    if caller.kind == "user" and not _active_member(org, caller.login):
+    if caller.kind == "user" and not _active(org.members, caller.user_id):
         where = f"{_api(request)}/orgs/{org.login}/public_members/{username}"
         return web.Response(status=302, headers={"Location": where})
-    if not _active_member(org, username):
+    if not _active(org.members, fake.users.get(username.casefold())):
         return error(404, "User does not exist or is not a member of the organization", op)
     return web.Response(status=204)
 
@@ -272,28 +272,29 @@ def _visible_repo(fake: FakeGitHub, request: web.Request, caller: Caller, op: st
         and any(i.covers(repo) and "metadata" in i.permissions for i in fake.installations.values())
     ):
         return error(404, "Not Found", op)
-    if fake.repo_role(repo, caller.login) is None:
+    if fake.repo_role(repo, caller.user_id) is None:
         return error(404, "Not Found", op)
     org = fake.orgs.get(repo.owner.casefold())
     refused = None if org is None else _sso_refusal(fake, request, caller, org)
     return repo if refused is None else refused
 
 
-def _owner(fake: FakeGitHub, request: web.Request, repo: Repo) -> dict[str, object]:
-    org = fake.orgs.get(repo.owner.casefold())
+def _account(fake: FakeGitHub, request: web.Request, login: str) -> dict[str, object]:
+    """The simple-user of an organisation or a user owning a repository or an installation."""
+    org = fake.orgs.get(login.casefold())
     site, api = _site(request), _api(request)
     if org is not None:
         return simple_user(site, api, org.login, org.id, "Organization")
-    login, user_id = fake.users.get(repo.owner.casefold(), (repo.owner, 1))
-    return simple_user(site, api, login, user_id)
+    known, user_id = fake.user(login) or (login, 1)  # an owner nobody registered: id 1
+    return simple_user(site, api, known, user_id)
 
 
 def _repo(fake: FakeGitHub, request: web.Request, caller: Caller) -> web.Response:
     repo = _visible_repo(fake, request, caller, "repos/get")
     if isinstance(repo, web.Response):
         return repo
-    role = fake.repo_role(repo, caller.login or None)
-    owner = _owner(fake, request, repo)
+    role = fake.repo_role(repo, caller.user_id)
+    owner = _account(fake, request, repo.owner)
     body = bodies.repository(_site(request), _api(request), repo, owner, role, for_user=caller.kind == "user")
     return web.json_response(body)
 
@@ -303,14 +304,14 @@ def _collaborator(fake: FakeGitHub, request: web.Request, caller: Caller) -> web
     repo = _visible_repo(fake, request, caller, op)
     if isinstance(repo, web.Response):
         return repo
-    own = fake.repo_role(repo, caller.login) if caller.kind == "user" else None
+    own = fake.repo_role(repo, caller.user_id) if caller.kind == "user" else None
     if caller.kind == "user" and REPO_ROLES.index(own or "read") < REPO_ROLES.index("write"):
         return error(403, "Must have push access to view collaborator permission.", op)
-    known = fake.users.get(request.match_info["username"].casefold())
+    known = fake.user(request.match_info["username"])
     if known is None:
         return error(404, "Not Found", op)
     login, user_id = known
-    role = fake.repo_role(repo, login)
+    role = fake.repo_role(repo, user_id)
     return web.json_response(
         bodies.collaborator_permission(_site(request), _api(request), login, user_id, role)
     )
@@ -322,14 +323,8 @@ def _installation_answer(
     app = fake.github_app
     if found is None or app is None:
         return error(404, "Not Found", op)
-    org = fake.orgs.get(found.account.casefold())
-    site, api = _site(request), _api(request)
-    if org is not None:
-        account = simple_user(site, api, org.login, org.id, "Organization")
-    else:
-        login, user_id = fake.users.get(found.account.casefold(), (found.account, 1))
-        account = simple_user(site, api, login, user_id)
-    return web.json_response(bodies.installation(site, api, app, found, account))
+    account = _account(fake, request, found.account)
+    return web.json_response(bodies.installation(_site(request), _api(request), app, found, account))
 
 
 def _org_installation(fake: FakeGitHub, request: web.Request, _caller: Caller) -> web.Response:
