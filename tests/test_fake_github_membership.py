@@ -565,6 +565,16 @@ async def test_a_secondary_limit_says_retry_after(world: World) -> None:
     assert "secondary rate limit" in refused.body["message"]
 
 
+async def test_the_outage_switch_applies_to_the_membership_api(world: World) -> None:
+    env = world.env
+    env.fake.outage = 502
+    down = await call(env, "/user/memberships/orgs/acme", world.alice)
+    assert (down.status, "X-RateLimit-Remaining" in down.headers) == (502, False)
+    env.fake.outage = None
+    assert (await call(env, "/user/memberships/orgs/acme", world.alice)).status == 200
+    assert env.fake.count("orgs/get-membership-for-authenticated-user") == 2
+
+
 # ---------------------------------------------------------------------------------------------------
 # The call log
 
