@@ -176,6 +176,21 @@ async def test_user_orgs_pages_with_githubs_link_header(world: World) -> None:
     assert ("orgs/list-for-authenticated-user", 200) in env.validated
 
 
+async def test_pages_of_thirty_by_default(world: World) -> None:
+    env = world.env
+    for n in range(30):
+        env.fake.add_org(f"org{n:02}")
+        env.fake.add_member(f"org{n:02}", "alice")
+    first = await call(env, "/user/orgs", world.alice)
+    assert len(first.body) == 30
+    assert (
+        first.headers["Link"]
+        == f'<{env.url}/user/orgs?page=2>; rel="next", <{env.url}/user/orgs?page=2>; rel="last"'
+    )
+    second = await call(env, "/user/orgs?page=2", world.alice)
+    assert [o["login"] for o in second.body] == ["org29"]
+
+
 async def test_user_teams_lists_the_users_own_teams_with_their_parent(world: World) -> None:
     env = world.env
     dave = await call(env, "/user/teams", world.dave)
@@ -505,8 +520,13 @@ async def test_an_sso_organisation_refuses_an_unauthorized_token_with_the_url(wo
     assert [o["login"] for o in listed.body] == ["acme"]
     assert listed.headers["X-GitHub-SSO"] == "partial-results; organizations=200"
     assert (await call(env, "/user/memberships/orgs/secure", world.carol)).status == 404  # no member
+    env.fake.add_repo("secure/vault")
+    env.fake.set_role("secure/vault", "alice", "read")
+    vault = await call(env, "/repos/secure/vault", world.alice)
+    assert (vault.status, vault.headers["X-GitHub-SSO"]) == (403, refused.headers["X-GitHub-SSO"])
     env.fake.authorize_sso(world.alice, "SECURE")
     assert (await call(env, "/user/memberships/orgs/secure", world.alice)).status == 200
+    assert (await call(env, "/repos/secure/vault", world.alice)).status == 200
     assert "X-GitHub-SSO" not in (await call(env, "/user/orgs", world.alice)).headers
     assert (await call(env, "/user/memberships/orgs/secure", world.bare)).status == 403  # per token
 

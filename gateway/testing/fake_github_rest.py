@@ -142,7 +142,7 @@ def _page(request: web.Request, items: list[dict[str, object]], held: Iterable[O
     answer = web.json_response(items[(page - 1) * per_page : page * per_page])
 
     def link(number: int, rel: str) -> str:
-        url = request.url.with_query({**request.query, "per_page": str(per_page), "page": str(number)})
+        url = request.url.with_query({**request.query, "page": str(number)})  # the rest as asked
         return f'<{url}>; rel="{rel}"'
 
     links = [link(page - 1, "prev")] if page > 1 else []
