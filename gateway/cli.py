@@ -11,7 +11,7 @@ from . import __version__, config, linewriter, token_cli
 from .accesslog import configure_logging
 from .errors import ConfigError
 from .multiprocess import share_metrics_between_workers
-from .testing import fake_github
+from .testing import fake_github_cli
 
 
 def _with_config(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser("token", help="check, reset, delete, delete-grant or scope a token (read from stdin)"),
         _with_config,
     )
-    fake_github.add_arguments(sub.add_parser("fake-github", help="serve the fake GitHub alone"))
+    fake_github_cli.add_arguments(sub.add_parser("fake-github", help="serve the fake GitHub alone"))
     return parser
 
 
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serving(args: argparse.Namespace) -> int:
     """The commands that serve until they are stopped, logging as they go."""
     if args.command == "fake-github":
-        return fake_github.run(args)
+        return fake_github_cli.run(args)
     try:
         if args.command == "demo":
             from .testing import demo

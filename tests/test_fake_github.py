@@ -18,7 +18,8 @@ from gateway.config import GitHubConfig, UpstreamTokenConfig
 from gateway.errors import AppCredentialsRejected, GitHubUnavailable
 from gateway.github import GitHubClient
 from gateway.identity import Identity
-from gateway.testing.fake_github import DEMO_APP, FakeGitHub, add_arguments, run
+from gateway.testing.fake_github import DEMO_APP, FakeGitHub
+from gateway.testing.fake_github_cli import add_arguments, run
 
 from .support.github import CID, CID2, SECRET, SECRET2
 from .support.openapi import OPENAPI, Env, Schemas, open_env
@@ -226,7 +227,7 @@ def test_cli_defaults() -> None:
         False,
         0.0,
     )
-    assert (args.app_tokens, args.accounts) == (None, None)
+    assert (args.app_tokens, args.accounts, args.orgs, args.teams) == (None, None, None, None)
     assert parse("--app", "Iv1.x:s:with:colons").apps == [("Iv1.x", "s:with:colons")]
 
 
@@ -240,14 +241,20 @@ def test_cli_refuses_a_bad_token_spec(capsys: pytest.CaptureFixture[str]) -> Non
     assert run(parse("--account", "octo-org:0")) == 2
     assert run(parse("--account", "octo-org:100", "--account", "octo-org:101")) == 2
     assert "--account" in capsys.readouterr().err
+    assert run(parse("--org", "acme:nobody")) == 2
+    assert "unknown user 'nobody'" in capsys.readouterr().err
+    assert run(parse("--team", "acme")) == 2
+    assert "ORG/SLUG[:LOGIN,...]" in capsys.readouterr().err
+    assert run(parse("--team", "acme/sre")) == 2  # no such organisation
 
 
 async def test_cli_serves_until_sigterm() -> None:
     argv = ["--port", "0", "--token", "alice:1:repo,read:org", "--token", f"bob:2::{CID2}"]
     argv += ["--app", f"{CID}:{SECRET}", "--app", f"{CID2}:{SECRET2}", "--legacy-paths"]
     argv += ["--app-token", "carol:3", "--account", "octo-org:100:api,web"]
+    argv += ["--org", "acme:alice,carol", "--team", "acme/sre:alice"]
     code = (
-        "import argparse, sys; from gateway.testing.fake_github import add_arguments, run\n"
+        "import argparse, sys; from gateway.testing.fake_github_cli import add_arguments, run\n"
         "p = argparse.ArgumentParser(); add_arguments(p); sys.exit(run(p.parse_args(sys.argv[1:])))"
     )
     proc = await asyncio.create_subprocess_exec(
@@ -274,11 +281,18 @@ async def test_cli_serves_until_sigterm() -> None:
             )
             data["apps"] = [{"client_id": CID2, "client_secret": SECRET2}]
             bob = await GitHubClient(GitHubConfig.model_validate(data), session).check(tokens["bob"])
+            as_alice = {"Authorization": f"Bearer {tokens['alice']}"}
+            async with session.get(f"{url}/user/memberships/orgs/acme", headers=as_alice) as member:
+                assert (await member.json())["state"] == "active"
+            async with session.get(f"{url}/orgs/acme/teams/sre/memberships/alice", headers=as_alice) as team:
+                assert (await team.json())["state"] == "active"
         assert alice == Identity("alice", 1, ("repo", "read:org"), None, CID)
         assert bob == Identity("bob", 2, (), None, CID2)
         assert carol is not None and carol.identity.login == "carol" and carol.repositories == ("web",)
         assert carol.identity.expires_at is not None  # a GitHub App user token's 8 hours
         assert "  account octo-org (id 100, repositories: api, web)\n" in lines
+        assert "  organisation acme (members: alice, carol)\n" in lines
+        assert "  team acme/sre (members: alice)\n" in lines
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await proc.wait() == 0

@@ -1,5 +1,6 @@
-"""A fake GitHub: the whole OAuth Apps API with GitHub's semantics and answer shapes, for tests, the
-demo and other teams' integration tests (`gateway fake-github`).
+"""A fake GitHub: the whole OAuth Apps API and the membership REST API (organisations, teams,
+repositories, the GitHub App: DESIGN §10) with GitHub's semantics and answer shapes, for tests, the
+demo and other teams' integration tests (`gateway fake-github`, in `fake_github_cli`).
 
 It knows apps (client_id → secret), a registry of tokens, each issued to a user by one app (a grant
 is the set of a user's tokens for one app), and accounts (users and organizations the GitHub App is
@@ -23,8 +24,14 @@ What GitHub does, the fake does:
   (`…/tokens/{access_token}`, `…/grants/{access_token}`) answer 404; `True` is an old GHES, where they
   work (and the body forms too).
 
-Switches for failure tests: `latency` (seconds before every answer), `outage` (answer every call with
-that status), `hang` (answer nothing until it is switched off or the server stops).
+The membership API's state and Python API (add_org, add_member, add_team, add_repo, set_role,
+set_app, install, authorize_sso, exhaust_rate_limit, remove_member, …) are `Directory`'s
+(`fake_github_orgs`), which FakeGitHub is; its endpoints and GitHub's rules for them are in
+`fake_github_rest`, its answer bodies in `fake_github_bodies`. Here: what every call goes through.
+
+Switches for failure tests, on every endpoint: `latency` (seconds before every answer), `outage`
+(answer every call with that status), `hang` (answer nothing until it is switched off or the server
+stops). `count(*ops, target=…)` counts calls by operationId and what they asked about.
 
 Longer than most modules here: one operation of GitHub's per method, each short, and the checks they
 share (the app's credentials, the body, the token) read best beside them; the state they act on is in
@@ -33,7 +40,6 @@ share (the app's credentials, the body, the token) read best beside them; the st
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import dataclasses
@@ -43,7 +49,6 @@ import json
 import re
 import secrets
 import string
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,7 +56,8 @@ from types import MappingProxyType
 
 from aiohttp import web
 
-from ..stopping import stop_event
+from . import fake_github_callers as callers
+from .fake_github_callers import Caller
 from .fake_github_model import (
     Call,
     FakeAccount,
@@ -64,6 +70,9 @@ from .fake_github_model import (
     sha256,
     validation_failed,
 )
+from .fake_github_orgs import Directory, GitHubApp, Installation, Member, Org, Repo, Team
+from .fake_github_rest import ROUTES as REST_ROUTES
+from .fake_github_rest import RestRoute
 
 __all__ = [
     "DEMO_APP",
@@ -71,15 +80,18 @@ __all__ = [
     "FakeAccount",
     "FakeGitHub",
     "FakeToken",
+    "GitHubApp",
+    "Installation",
+    "Member",
+    "Org",
+    "Repo",
     "Restriction",
-    "add_arguments",
-    "run",
+    "Team",
 ]
 
 DEMO_APP = ("Iv1.demo0000000000", "demo-secret")
 _CHECKS = frozenset({"apps/check-token", "apps/check-authorization"})
 _ALPHABET = string.ascii_letters + string.digits
-_SCOPES = re.compile(r"[a-z0-9:_-]+(,[a-z0-9:_-]+)*")
 _TOKEN_PREFIX = re.compile(r"github_pat_|[a-z]{2,4}_")
 _PREFIXES = ("", "/api/v3")
 
@@ -99,20 +111,21 @@ class _Route:
         return "{access_token}" in self.path
 
 
-class FakeGitHub:
-    """GitHub's OAuth Apps API in one process: apps, tokens, accounts, switches and a call log."""
+class FakeGitHub(Directory):
+    """GitHub in one process: the OAuth Apps API (apps, tokens, accounts) and the membership REST API
+    (organisations, teams, repositories, the GitHub App: `Directory`), switches and a call log."""
 
     def __init__(
         self, apps: Mapping[str, str], *, legacy_paths: bool = False, clock: Callable[[], float] = time.time
     ) -> None:
         if not apps:
             raise ValueError("a fake GitHub needs at least one app (client_id → secret)")
+        super().__init__(clock=clock, app_client_id=next(iter(apps)))
         self.apps = dict(apps)
         self.legacy_paths = legacy_paths
         self.latency = 0.0
         self.outage: int | None = None
         self.calls: list[Call] = []
-        self._clock = clock
         self._tokens: dict[str, FakeToken] = {}  # by SHA-256 hex of the token
         self._accounts: dict[str, FakeAccount] = {}  # by login, casefolded (GitHub's are case-insensitive)
         self._ids = itertools.count(1)
@@ -148,6 +161,7 @@ class FakeGitHub:
         token = token if token is not None else _new_token(prefix)
         if sha256(token) in self._tokens:
             raise ValueError("that token is already registered")
+        self.add_user(login, user_id)
         now = self._clock()
         self._tokens[sha256(token)] = FakeToken(
             id=next(self._ids),
@@ -211,6 +225,16 @@ class FakeGitHub:
         digest = None if token is None else sha256(token)
         return sum(1 for c in self.calls if c.op in _CHECKS and (digest is None or c.token_sha256 == digest))
 
+    def count(self, *ops: str, target: str | None = None) -> int:
+        """How many calls of these operations (GitHub's operationIds; any when none is named) arrived,
+        about `target` only when given (`acme`, `acme/sre/alice`, compared case-insensitively)."""
+        return sum(
+            1
+            for c in self.calls
+            if (not ops or c.op in ops)
+            and (target is None or (c.target or "").casefold() == target.casefold())
+        )
+
     async def wait_for_calls(self, count: int) -> None:
         """Wait until at least `count` calls have arrived (e.g. held there by `hang`)."""
         if len(self.calls) >= count:
@@ -252,6 +276,10 @@ class FakeGitHub:
                 app.router.add_route(
                     route.method, f"{prefix}/applications/{{client_id}}{route.path}", self._handler(route)
                 )
+            for rest_route in REST_ROUTES:
+                app.router.add_route(
+                    rest_route.method, prefix + rest_route.path, self._rest_handler(rest_route)
+                )
         app.on_startup.append(self._open)
         app.on_shutdown.append(self._release)
         return app
@@ -270,6 +298,12 @@ class FakeGitHub:
 
         return handle
 
+    def _rest_handler(self, route: RestRoute) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._serve_rest(request, route)
+
+        return handle
+
     async def _serve(self, request: web.Request, route: _Route) -> web.StreamResponse:
         """What every operation shares: the call log, the switches, the endpoint, app and credentials,
         the token and the body; then the operation's own answer."""
@@ -285,14 +319,9 @@ class FakeGitHub:
             token = body.get("access_token") if isinstance(body, dict) else None
             token = token if isinstance(token, str) and token else None
         self._arrive(Call(op, cid, self._clock(), None if token is None else sha256(token)))
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
-        if self._hang and self._wake is not None:
-            await self._wake.wait()
-        if self._closing:
-            return error(503, "Service Unavailable", op)
-        if self.outage is not None:
-            return outage(self.outage, op)
+        interrupted = await self._switches(op)
+        if interrupted is not None:
+            return interrupted
         if (route.legacy and not self.legacy_paths) or cid not in self.apps:
             return error(404, "Not Found", op)
         if not self._authenticated(request, cid):
@@ -305,6 +334,46 @@ class FakeGitHub:
         if entry is None:  # unknown, revoked or expired, or another app's
             return error(404, "Not Found", op)
         return route.answer(self, request, op, cid, token, entry, body)
+
+    async def _switches(self, op: str) -> web.Response | None:
+        """The failure switches every call goes through: latency, hang, shutdown, outage."""
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        if self._hang and self._wake is not None:
+            await self._wake.wait()
+        if self._closing:
+            return error(503, "Service Unavailable", op)
+        if self.outage is not None:
+            return outage(self.outage, op)
+        return None
+
+    async def _serve_rest(self, request: web.Request, route: RestRoute) -> web.StreamResponse:
+        """What every membership operation shares: the call log, the switches, the credentials, the
+        rate limit; then the operation's own answer, with the rate-limit headers."""
+        caller = callers.authenticate(self, request, route.op)
+        entry = caller.entry if isinstance(caller, Caller) else None
+        credential = request.headers.get("Authorization", "").partition(" ")[2].strip()
+        target = "/".join(request.match_info.values()) or None
+        app = self.github_app
+        client_id = entry.client_id if entry is not None else "" if app is None else app.client_id
+        self._arrive(
+            Call(route.op, client_id, self._clock(), sha256(credential) if credential else None, target)
+        )
+        interrupted = await self._switches(route.op)
+        if interrupted is not None:
+            return interrupted
+        if not isinstance(caller, Caller):
+            return caller
+        who, named = callers.rate_key(caller, self)
+        budget, limit = self.spend(who, free=not route.spends)
+        if limit is not None and route.spends:
+            answer = callers.rate_limited(limit.status, limit.retry_after, named, route.op)
+        else:
+            answer = callers.wrong_kind(caller, route.kinds, route.op) or route.answer(self, request, caller)
+        answer.headers.update(budget.headers())
+        if caller.oauth and entry is not None:
+            answer.headers["X-OAuth-Scopes"] = ", ".join(entry.scopes)
+        return answer
 
     def _authenticated(self, request: web.Request, cid: str) -> bool:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
@@ -444,133 +513,3 @@ async def _json_errors(
         return await handler(request)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
         return error(404, "Not Found")
-
-
-# ---------------------------------------------------------------------------------------------------
-# `gateway fake-github`
-
-_EIGHT_HOURS = 8 * 3600.0  # GitHub App user tokens expire after 8 hours
-
-
-def _app_arg(value: str) -> tuple[str, str]:
-    client_id, _, secret = value.partition(":")
-    if not client_id or not secret:
-        raise argparse.ArgumentTypeError(f"expected CLIENT_ID:SECRET, got {value!r}")
-    return client_id, secret
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `gateway fake-github`."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=9100, help="port to listen on (default: %(default)s)")
-    parser.add_argument(
-        "--app",
-        dest="apps",
-        action="append",
-        type=_app_arg,
-        metavar="CLIENT_ID:SECRET",
-        help=f"an app the fake knows (repeatable; default: {':'.join(DEMO_APP)})",
-    )
-    parser.add_argument(
-        "--token",
-        dest="tokens",
-        action="append",
-        metavar="LOGIN:ID:SCOPES[:CLIENT_ID]",
-        help="issue an OAuth App token (gho_), print it (repeatable); SCOPES comma-separated, may be empty",
-    )
-    parser.add_argument(
-        "--app-token",
-        dest="app_tokens",
-        action="append",
-        metavar="LOGIN:ID[:CLIENT_ID]",
-        help="issue a GitHub App user token (ghu_, expires in 8 hours) and print it (repeatable)",
-    )
-    parser.add_argument(
-        "--account",
-        dest="accounts",
-        action="append",
-        metavar="LOGIN:ID[:REPO,...]",
-        help="an organization the GitHub App is installed on, a target for scoped tokens (repeatable)",
-    )
-    parser.add_argument(
-        "--legacy-paths", action="store_true", help="serve the deprecated …/tokens/{token} paths"
-    )
-    parser.add_argument(
-        "--latency", type=float, default=0.0, metavar="SECONDS", help="delay before each answer"
-    )
-
-
-def _issue(fake: FakeGitHub, spec: str) -> tuple[str, str]:
-    """Issue the token a --token spec describes; returns (description, token)."""
-    parts = spec.split(":", 2)
-    if len(parts) != 3 or not parts[0] or not parts[1].isdigit():
-        raise ValueError(f"--token: expected LOGIN:ID:SCOPES[:CLIENT_ID], got {spec!r}")
-    login, uid, scopes = parts
-    client_id = next(iter(fake.apps))
-    head, _, tail = scopes.rpartition(":")
-    if tail in fake.apps:  # scopes contain ':' too (read:org): a trailing known client_id is the app
-        scopes, client_id = head, tail
-    if scopes and not _SCOPES.fullmatch(scopes):
-        raise ValueError(f"--token: expected comma-separated scopes and a known CLIENT_ID, got {spec!r}")
-    token = fake.add_token(login, int(uid), scopes.split(",") if scopes else (), client_id=client_id)
-    return f"{login} (id {uid}, app {client_id}, scopes: {scopes or '-'})", token
-
-
-def _issue_app_token(fake: FakeGitHub, spec: str) -> tuple[str, str]:
-    """Issue the GitHub App user token an --app-token spec describes; returns (description, token)."""
-    login, _, rest = spec.partition(":")
-    uid, _, client_id = rest.partition(":")
-    if not login or not uid.isdigit() or (client_id and client_id not in fake.apps):
-        raise ValueError(f"--app-token: expected LOGIN:ID[:CLIENT_ID] with a known CLIENT_ID, got {spec!r}")
-    client_id = client_id or next(iter(fake.apps))
-    token = fake.add_token(login, int(uid), client_id=client_id, prefix="ghu_", expires_in=_EIGHT_HOURS)
-    return f"{login} (id {uid}, app {client_id}, GitHub App user token)", token
-
-
-def _add_account(fake: FakeGitHub, spec: str) -> str:
-    """Register the account an --account spec describes; returns its description."""
-    login, _, rest = spec.partition(":")
-    account_id, _, repos = rest.partition(":")
-    if not login or not account_id.isdigit() or int(account_id) == 0:
-        raise ValueError(f"--account: expected LOGIN:ID[:REPO,...], got {spec!r}")
-    names = [name for name in repos.split(",") if name]
-    fake.add_account(login, int(account_id), names)
-    return f"{login} (id {account_id}, repositories: {', '.join(names) or '-'})"
-
-
-def run(args: argparse.Namespace) -> int:
-    """Serve a fake GitHub until SIGINT or SIGTERM; returns the exit status."""
-    fake = FakeGitHub(dict(args.apps or [DEMO_APP]), legacy_paths=args.legacy_paths)
-    fake.latency = args.latency
-    try:
-        accounts = [_add_account(fake, spec) for spec in args.accounts or ()]
-        issued = [_issue(fake, spec) for spec in args.tokens or ()]
-        issued += [_issue_app_token(fake, spec) for spec in args.app_tokens or ()]
-    except ValueError as exc:
-        print(f"gateway fake-github: {exc}", file=sys.stderr)
-        return 2
-    asyncio.run(_serve_until_signal(fake, args.host, args.port, issued, accounts))
-    return 0
-
-
-async def _serve_until_signal(
-    fake: FakeGitHub, host: str, port: int, issued: list[tuple[str, str]], accounts: list[str]
-) -> None:
-    runner = web.AppRunner(fake.app(), handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        stop = stop_event()
-        bound = runner.addresses[0]
-        url = f"http://{f'[{bound[0]}]' if ':' in bound[0] else bound[0]}:{bound[1]}"
-        lines = [f"fake GitHub serving on {url} (GHES style under {url}/api/v3)"]
-        lines += [f"  app {cid}" for cid in fake.apps]
-        lines += [f"  account {what}" for what in accounts]
-        lines += [f"  token for {who}: {token}" for who, token in issued]
-        lines.append(f"  deprecated …/tokens/{{access_token}} paths: {'on' if fake.legacy_paths else 'off'}")
-        lines.append("stop it with Ctrl-C or SIGTERM")
-        print("\n".join(lines), flush=True)
-        await stop.wait()
-    finally:
-        await runner.cleanup()

@@ -30,7 +30,26 @@ _ANCHORS = {
     "apps/revoke-grant-for-application": "#revoke-a-grant-for-an-application",
 }
 _LEVELS = frozenset({"read", "write", "admin"})  # of a permission
-_DOC_URLS = {"apps/scope-token": "https://docs.github.com/rest/apps/apps#create-a-scoped-access-token"}
+_DOCS = "https://docs.github.com/rest/"
+_DOC_URLS = {
+    "apps/scope-token": _DOCS + "apps/apps#create-a-scoped-access-token",
+    "orgs/get-membership-for-authenticated-user": _DOCS
+    + "orgs/members#get-an-organization-membership-for-the-authenticated-user",
+    "orgs/list-for-authenticated-user": _DOCS + "orgs/orgs#list-organizations-for-the-authenticated-user",
+    "orgs/check-membership-for-user": _DOCS + "orgs/members#check-organization-membership-for-a-user",
+    "teams/list-for-authenticated-user": _DOCS + "teams/teams#list-teams-for-the-authenticated-user",
+    "teams/get-membership-for-user-in-org": _DOCS + "teams/members#get-team-membership-for-a-user",
+    "repos/get": _DOCS + "repos/repos#get-a-repository",
+    "repos/get-collaborator-permission-level": _DOCS
+    + "collaborators/collaborators#get-repository-permissions-for-a-user",
+    "apps/get-org-installation": _DOCS
+    + "apps/apps#get-an-organization-installation-for-the-authenticated-app",
+    "apps/get-repo-installation": _DOCS + "apps/apps#get-a-repository-installation-for-the-authenticated-app",
+    "apps/create-installation-access-token": _DOCS
+    + "apps/apps#create-an-installation-access-token-for-an-app",
+    "rate-limit": _DOCS + "using-the-rest-api/rate-limits-for-the-rest-api",
+    "sso": "https://docs.github.com/articles/authenticating-to-a-github-organization-with-saml-single-sign-on/",
+}
 
 
 def sha256(token: str) -> str:
@@ -43,12 +62,15 @@ def iso(ts: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One call the fake received: GitHub's operationId, the app, when, and the token's SHA-256."""
+    """One call the fake received: GitHub's operationId, the app (the token's, on the REST API), when,
+    the token's SHA-256, and on the REST API what it asked about (the path's parameters, e.g.
+    `acme/sre/alice`)."""
 
     op: str
     client_id: str
     at: float
     token_sha256: str | None
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,19 +26,28 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Schemas:
-    """GitHub's description of every operation: github.com today for the body forms, an old GHES
+    """GitHub's description of every operation, from these files of ../shared/github-openapi (the first
+    describing an operation wins). By default github.com today for the body forms and an old GHES
     (2.22, the last description with them) for the deprecated path forms."""
 
-    def __init__(self) -> None:
-        cloud = json.loads((OPENAPI / "api.github.com.apps-oauth.json").read_text())["dereferenced_paths"]
-        ghes = json.loads((OPENAPI / "ghes-2.22.apps-oauth.json").read_text())["dereferenced_paths"]
+    def __init__(self, *files: str) -> None:
         self.operations: dict[tuple[str, str], dict[str, Any]] = {}
-        for paths in (cloud, ghes):  # github.com's first: GHES 2.22 only adds the path forms
+        for name in files or ("api.github.com.apps-oauth.json", "ghes-2.22.apps-oauth.json"):
+            paths = json.loads((OPENAPI / name).read_text())["dereferenced_paths"]
             for path, methods in paths.items():
                 for method, operation in methods.items():
                     self.operations.setdefault((method.upper(), path), operation)
-        # statuses an operation does not document: the basic-error GitHub answers them with
-        self.basic_error = _json_schema(cloud["/applications/{client_id}/token/scoped"]["post"], "401")
+        # statuses an operation does not document, or documents without a body: the basic-error GitHub
+        # answers them with
+        self.basic_error = next(
+            schema
+            for operation in self.operations.values()
+            for answer in operation["responses"].values()
+            if (schema := answer.get("content", {}).get("application/json", {}).get("schema", {})).get(
+                "title"
+            )
+            == "Basic Error"
+        )
 
     def operation(self, request: web.Request) -> dict[str, Any] | None:
         """The operation a request to the fake is (None: no such path or method)."""
@@ -53,13 +62,15 @@ class Schemas:
         return None if body is None else body["content"]["application/json"]["schema"]
 
     def answer(self, operation: dict[str, Any] | None, status: int) -> Any:
-        """The schema of an answer; None for an answer without a body (204)."""
+        """The schema of an answer; None for an answer without a body (204, 302)."""
         documented = (operation or {}).get("responses", {}).get(str(status))
         if documented is None:
             assert status >= 400, f"an undocumented success {status}"
             return self.basic_error
         content = documented.get("content")
-        return None if content is None else content["application/json"]["schema"]
+        if content is None:  # a documented error without a body: GitHub sends its basic-error
+            return self.basic_error if status >= 400 else None
+        return content["application/json"]["schema"]
 
 
 def _json_schema(operation: dict[str, Any], code: str) -> Any:
