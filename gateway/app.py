@@ -26,6 +26,7 @@ from .headers import HeaderRules, request_id
 from .identity import token_id
 from .identity.cache import IdentityCache
 from .identity.redis import RedisTier
+from .membership import Membership
 from .paths import split_target
 from .policy import CompiledRoute, RouteTable
 from .ratelimit import FailedAuthLimiter
@@ -75,7 +76,9 @@ class Gateway:
             max_body_size=config.server.max_body_size,
             body_timeout=config.server.body_timeout,
         )
-        self.control = Control(self.auth, self.github, self.cache, self.scoped)
+        self.membership = Membership(config, self.github, clock=clock)
+        self._groups_header = config.identity_headers.groups if self.membership.groups_known else None
+        self.control = Control(self.auth, self.github, self.cache, self.scoped, self.membership)
         self.access_log = access_log
         self._background: set[asyncio.Task[None]] = set()
         self._control_prefix = config.server.control_prefix.lower()
@@ -139,8 +142,10 @@ class Gateway:
         headers = self.rules.upstream_request_headers(
             request, caller.identity if caller else None, record.request_id, record.client
         )
-        if caller is not None and route.upstream_token_key is not None:
-            headers["Authorization"] = await self._scoped_authorization(caller, route)
+        if caller is not None:
+            headers.extend(await self._groups(caller))
+            if route.upstream_token_key is not None:
+                headers["Authorization"] = await self._scoped_authorization(caller, route)
         target = route.upstream_target(path, query)
         if _is_websocket(request):
             return await self.forwarder.websocket(request, route, target, headers)
@@ -169,6 +174,7 @@ class Gateway:
         response = web.Response(status=200)
         if caller is not None:
             response.headers.extend(self.rules.identity_headers(caller.identity))
+            response.headers.extend(await self._groups(caller))
             if route.upstream_token_key is not None:
                 response.headers["Authorization"] = await self._scoped_authorization(caller, route)
         return response
@@ -180,6 +186,13 @@ class Gateway:
         record.route = route.route.path
         return route
 
+    async def _groups(self, caller: Caller) -> list[tuple[str, str]]:
+        """`identity_headers.groups`: the configured organisations and teams the caller belongs to."""
+        if self._groups_header is None:
+            return []
+        groups = await self.membership.groups(caller.identity, caller.token)
+        return [(self._groups_header, ",".join(groups))] if groups else []
+
     async def _scoped_authorization(self, caller: Caller, route: CompiledRoute) -> str:
         spec, key = route.route.upstream_token, route.upstream_token_key
         assert spec is not None and key is not None
@@ -190,7 +203,7 @@ class Gateway:
         self, request: web.BaseRequest, method: str, route: CompiledRoute, record: AccessRecord
     ) -> Caller | None:
         """The route's policy for `method`: authenticate as its auth mode says, then method, scopes,
-        allow-lists."""
+        and who may pass (users and ids here, organisations, teams and repositories asked of GitHub)."""
         mode = route.route.auth
         if mode == "none" or (route.route.skip_auth_preflight and _is_preflight(request, method)):
             authorization(request.headers)  # not read, but two of them are refused all the same
@@ -202,7 +215,8 @@ class Gateway:
         route.check_method(method)
         if caller is not None:
             record.user, record.token_id = caller.identity.login, token_id(caller.digest)
-            route.authorize(caller.identity)
+            if not route.authorize(caller.identity):
+                await self.membership.admit(route, caller.identity, caller.token)
         return caller
 
 

@@ -14,6 +14,7 @@ from .errors import GitHubError, MethodNotAllowed, NoRoute, ServiceUnavailable
 from .github import GitHubClient
 from .identity import token_id
 from .identity.cache import IdentityCache
+from .membership import Membership
 from .upstream_token import ScopedTokens
 
 log = logging.getLogger("gateway.control")
@@ -25,9 +26,15 @@ class Control:
     """`whoami` and `logout`: each authenticates its caller, then answers JSON."""
 
     def __init__(
-        self, auth: Authenticator, github: GitHubClient, cache: IdentityCache, scoped: ScopedTokens
+        self,
+        auth: Authenticator,
+        github: GitHubClient,
+        cache: IdentityCache,
+        scoped: ScopedTokens,
+        membership: Membership,
     ) -> None:
         self._auth = auth
+        self._membership = membership
         self._github = github
         self._cache = cache
         self._scoped = scoped
@@ -52,7 +59,10 @@ class Control:
         return await endpoint(request, caller)
 
     async def _whoami(self, request: web.BaseRequest, caller: Caller) -> web.StreamResponse:
-        return web.json_response(caller.identity.as_json(), dumps=json.dumps)
+        shown = caller.identity.as_json()
+        if self._membership.groups_known:
+            shown["groups"] = list(await self._membership.groups(caller.identity, caller.token))
+        return web.json_response(shown, dumps=json.dumps)
 
     async def _logout(self, request: web.BaseRequest, caller: Caller) -> web.StreamResponse:
         """Revoke the caller's token at GitHub with the app that issued it, then forget it here."""

@@ -10,7 +10,8 @@
         ├── Unauthenticated         401, no credentials
         ├── InvalidToken            401, malformed, invalid, expired or revoked token
         ├── InsufficientScope       403 with the missing scopes
-        ├── Forbidden               403, user or method not allowed
+        ├── Forbidden               403, user or method not allowed, not a member
+        ├── SSORequired             403, a member whose token is not authorized for the org's SSO
         ├── BadRequest              400
         ├── NoRoute                 404
         ├── MethodNotAllowed        405, on the gateway's own endpoints
@@ -116,6 +117,16 @@ class InsufficientScope(Refusal):
 
 class Forbidden(Refusal):
     status, code = 403, "forbidden"
+
+
+class SSORequired(Refusal):
+    status, code = 403, "sso_required"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            "the organisation enforces SAML single sign-on and this token is not authorized for it:"
+            f" authorize it at {url}"
+        )
 
 
 class BadRequest(Refusal):

@@ -5,6 +5,7 @@ hierarchy, allow-lists. Pure functions and tables built once at start-up; no I/O
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -68,6 +69,8 @@ class CompiledRoute:
     scopes: frozenset[str]
     users: frozenset[str]  # lower-case: GitHub logins are case-insensitive
     user_ids: frozenset[int]
+    facts: tuple[tuple[str, str], ...]  # ("org" | "team" | "repo", name): what GitHub is asked, in order
+    repos: Mapping[str, str]  # repository -> the lowest level that admits
     methods: frozenset[str]
     upstream_token_key: bytes | None  # digest of the route's upstream_token spec
 
@@ -82,6 +85,12 @@ class CompiledRoute:
             scopes=frozenset(route.scopes),
             users=frozenset(u.lower() for u in route.users),
             user_ids=frozenset(route.user_ids),
+            facts=(
+                *(("org", org) for org in route.orgs),
+                *(("team", team) for team in route.teams),
+                *(("repo", repo) for repo in route.repos),
+            ),
+            repos=route.repos,
             methods=frozenset(route.methods),
             upstream_token_key=(
                 hashlib.sha256(route.upstream_token.model_dump_json().encode()).digest()
@@ -104,16 +113,21 @@ class CompiledRoute:
         if self.methods and method not in self.methods:
             raise Forbidden(f"method {method} is not allowed on this route")
 
-    def authorize(self, identity: Identity) -> None:
-        """Refuse an identity this route does not admit: scopes first, then the allow-lists."""
+    def authorize(self, identity: Identity) -> bool:
+        """Refuse a token without the route's scopes; then whether the route admits the identity by
+        itself (True: no one is named, or its login or id is), or only GitHub's facts of its `orgs`,
+        `teams` and `repos` can (False). Forbidden when nothing can."""
         if self.scopes:
             missing = self.scopes - granted_scopes(identity.scopes)
             if missing:
                 raise InsufficientScope(sorted(missing))
+        if identity.login.lower() in self.users or identity.user_id in self.user_ids:
+            return True
+        if self.facts:
+            return False
         if self.users or self.user_ids:
-            if identity.login.lower() in self.users or identity.user_id in self.user_ids:
-                return
             raise Forbidden("this user is not allowed on this route")
+        return True
 
 
 class RouteTable:

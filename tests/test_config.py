@@ -64,6 +64,8 @@ identity_headers:           # header name for each identity field; null omits it
   scopes: X-Auth-Scopes     # comma-separated, GitHub's order; empty for GitHub App user tokens
   expires_at: X-Auth-Token-Expires-At   # omitted when the token does not expire
   client_id: X-Auth-Client-Id
+  groups: X-Auth-Groups     # the configured organisations and teams (§10) the caller is an active
+                            #   member of, comma-separated: "acme,acme/sre"; omitted when none are configured
 pass_authorization: false   # forward the caller's Authorization header upstream
 rate_limit:
   failed_auth_per_minute: 30  # per client address; 429 with Retry-After beyond; 0 disables
@@ -174,6 +176,7 @@ def test_design_example_loads_with_every_documented_value() -> None:
         "scopes": "X-Auth-Scopes",
         "expires_at": "X-Auth-Token-Expires-At",
         "client_id": "X-Auth-Client-Id",
+        "groups": "X-Auth-Groups",
     }
     assert config.pass_authorization is False
     assert config.rate_limit.failed_auth_per_minute == 30

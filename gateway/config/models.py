@@ -195,6 +195,41 @@ def _frozen_mapping(value: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(value))
 
 
+# GitHub's names: an account (user or organisation) is letters, digits and single hyphens, at most 39;
+# a team slug is the name GitHub derived for the team's URL (lower-case letters, digits, `-`, `_`);
+# a repository name is letters, digits, `.`, `_` and `-`, at most 100
+_ACCOUNT = r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}"
+_SLUG = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}"
+_REPOSITORY = r"[A-Za-z0-9._-]{1,100}"
+# GitHub's repository permission levels, lowest first
+REPOSITORY_LEVELS = ("read", "triage", "write", "maintain", "admin")
+
+
+def _organisation(value: str) -> str:
+    if not re.fullmatch(_ACCOUNT, value):
+        raise ValueError(f"expected an organisation's login such as acme (letters, digits, -), got {value!r}")
+    return value.lower()  # GitHub's names compare case-insensitively
+
+
+def _team(value: str) -> str:
+    org, _, slug = value.partition("/")
+    if not re.fullmatch(_ACCOUNT, org) or not re.fullmatch(_SLUG, slug):
+        hint = (
+            " (a team's display name is not its slug: use the name in the team's URL)" if " " in slug else ""
+        )
+        raise ValueError(
+            f"expected a team as org/team-slug such as acme/site-reliability, got {value!r}{hint}"
+        )
+    return value.lower()
+
+
+def _repository(value: str) -> str:
+    owner, _, name = value.partition("/")
+    if not re.fullmatch(_ACCOUNT, owner) or not re.fullmatch(_REPOSITORY, name) or name in (".", ".."):
+        raise ValueError(f"expected a repository as owner/name such as acme/api, got {value!r}")
+    return value.lower()
+
+
 def _invalid(title: str, problems: list[tuple[Loc, str, object]]) -> ValidationError:
     """One ValidationError holding several problems, each at its own location below the validated value."""
     return ValidationError.from_exception_data(
@@ -260,6 +295,33 @@ class GitHubApp(_Model):
     client_secret: SecretStr = Field(min_length=1)
 
 
+class MembershipConfig(_Model):
+    """How organisation, team and repository facts are asked of GitHub (`github.membership`)."""
+
+    as_: Literal["user", "app"] = Field("user", alias="as")
+    app_id: Int | None = Field(None, ge=1)
+    private_key_file: str | None = None
+    ttl: Duration = 300.0
+    negative_ttl: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _app_has_its_credentials(self) -> MembershipConfig:
+        if self.as_ != "app":
+            return self
+        problems: list[tuple[Loc, str, object]] = [
+            ((key,), f"expected {what} with as: app", None)
+            for key, what in (
+                ("app_id", "the GitHub App's id"),
+                ("private_key_file", "its private key (PEM)"),
+            )
+            if getattr(self, key) is None
+        ]
+        # asking as the GitHub App's installation is not built yet: refused rather than half done
+        refusal = "expected user: asking as a GitHub App installation is not available yet"
+        problems.append((("as",), refusal, "app"))
+        raise _invalid("MembershipConfig", problems)
+
+
 class GitHubConfig(_Model):
     api_url: HttpUrl = "https://api.github.com"
     apps: tuple[GitHubApp, ...] = Field(min_length=1)
@@ -267,6 +329,7 @@ class GitHubConfig(_Model):
     timeout: PositiveDuration = 5.0
     retries: Int = Field(1, ge=0, le=10)
     max_concurrent_checks: Int = Field(32, ge=1)
+    membership: MembershipConfig = MembershipConfig()
 
     @field_validator("apps")
     @classmethod
@@ -297,6 +360,7 @@ class IdentityHeaders(_Model):
     scopes: HeaderName | None = "X-Auth-Scopes"
     expires_at: HeaderName | None = "X-Auth-Token-Expires-At"
     client_id: HeaderName | None = "X-Auth-Client-Id"
+    groups: HeaderName | None = "X-Auth-Groups"
 
     @model_validator(mode="after")
     def _distinct(self) -> IdentityHeaders:
@@ -343,6 +407,13 @@ class Route(_Model):
     scopes: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
     user_ids: tuple[Int, ...] = ()
+    orgs: tuple[Annotated[str, AfterValidator(_organisation)], ...] = ()
+    teams: tuple[Annotated[str, AfterValidator(_team)], ...] = ()
+    repos: Annotated[
+        Mapping[Annotated[str, AfterValidator(_repository)], Literal[REPOSITORY_LEVELS]],  # type: ignore[valid-type]
+        AfterValidator(_frozen_mapping),
+        PlainSerializer(dict, return_type=dict[str, str]),
+    ] = Field(default_factory=lambda: MappingProxyType({}))
     methods: tuple[Annotated[str, BeforeValidator(_method)], ...] = ()
     skip_auth_preflight: bool = False
     strip_prefix: bool = False
@@ -355,7 +426,7 @@ class Route(_Model):
             return self
         problems: list[tuple[Loc, str, object]] = [
             ((key,), f"expected no {key} on a route with auth: none (no token is checked there)", None)
-            for key in ("scopes", "users", "user_ids", "upstream_token")
+            for key in ("scopes", "users", "user_ids", "orgs", "teams", "repos", "upstream_token")
             if getattr(self, key)
         ]
         if problems:

@@ -19,6 +19,15 @@ _LEVELS = frozenset({"read", "write", "admin"})
 
 
 @dataclass(frozen=True, slots=True)
+class Reply:
+    """What GitHub answered to a REST call made with a caller's token: status, headers, JSON body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: object
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """What GitHub said: a status and its JSON body (None when empty). Short-lived: never stored."""
 

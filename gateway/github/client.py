@@ -73,7 +73,7 @@ from ..backoff import Backoff
 from ..config import GitHubApp, GitHubConfig, UpstreamTokenConfig
 from ..errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
 from ..identity import Identity
-from .answers import Answer, IssuedToken, checked, deleted, issued
+from .answers import Answer, IssuedToken, Reply, checked, deleted, issued
 
 __all__ = ["API_VERSION", "MEDIA_TYPE", "USER_AGENT", "GitHubClient", "IssuedToken", "Observer"]
 
@@ -271,7 +271,14 @@ class GitHubClient:
     async def _attempt(
         self, app: GitHubApp, op: _Op, url: URL, json: Mapping[str, object] | None
     ) -> tuple[int, float | None, bytes]:
-        """One HTTP exchange under the concurrency cap: status, Retry-After hint, body."""
+        """One HTTP exchange of an OAuth Apps operation: status, Retry-After hint, body."""
+        status, headers, raw = await self._exchange(op.id, op.method, url, json, _basic(app))
+        return status, _retry_after_hint(headers), raw
+
+    async def _exchange(
+        self, op_id: str, method: str, url: URL, json: Mapping[str, object] | None, authorization: str
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One HTTP exchange under the concurrency cap: status, headers, body."""
         self._fail_fast()
         await self._take_slot()
         try:
@@ -280,21 +287,42 @@ class GitHubClient:
             status: int | None = None
             try:
                 async with self._session.request(
-                    op.method,
+                    method,
                     url,
                     json=json,
-                    headers={**self._headers, "Authorization": _basic(app)},
+                    headers={**self._headers, "Authorization": authorization},
                     timeout=self._timeout,
                     allow_redirects=False,
                 ) as resp:
                     status = resp.status
-                    raw = await _read(resp)
-                    return status, _retry_after_hint(resp.headers), raw
+                    return status, resp.headers.copy(), await _read(resp)
             finally:
                 if self._observer is not None:
-                    self._observer(op.id, status, self._clock() - started)
+                    self._observer(op_id, status, self._clock() - started)
         finally:
             self._slots.release()
+
+    async def fetch(self, op_id: str, path: str, *, token: str) -> Reply:
+        """GET a REST resource with a caller's token (`path` below `api_url`, already quoted), under the
+        same cap, timeout and breaker as every call; what GitHub answered, for the caller to judge.
+
+        Raises GitHubUnavailable when GitHub gives no answer or a 5xx (and backs off from GitHub then).
+        """
+        url = self._base.with_path(self._base.raw_path.rstrip("/") + path, encoded=True)
+        try:
+            status, headers, raw = await self._exchange(op_id, "GET", url, None, f"token {token}")
+        except (*_RETRYABLE, aiohttp.ClientError) as exc:
+            self._backoff(None, f"GitHub gave no answer ({type(exc).__name__})")
+            raise _unreachable(exc, self._config.timeout, token) from _safe_cause(exc, token)
+        except _TooLarge as exc:
+            self._backoff(None, str(exc))
+            raise
+        if status >= 500:
+            self._backoff(None, f"GitHub answered {status} to {op_id}")
+            raise GitHubUnavailable(f"GitHub answered {status} to {op_id}", status=status)
+        body = _json(raw, status) if raw else None
+        self._answered()
+        return Reply(status, headers, body)
 
     async def _take_slot(self) -> None:
         """Wait for one of the `max_concurrent_checks` slots; refuse outright when the queue is full."""
