@@ -17,8 +17,9 @@ not authorized for the organisation's SAML SSO: 403 `sso_required` with that URL
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ from .github import GitHubClient
 from .github.answers import Reply
 from .identity import Identity
 from .identity.singleflight import SingleFlight
+from .metrics import MEMBERSHIP_LOOKUPS, TALLY
 from .policy import CompiledRoute
 
 log = logging.getLogger("gateway.membership")
@@ -39,6 +41,34 @@ _PERMISSIONS = (
     *(("admin", "admin"), ("maintain", "maintain"), ("push", "write")),
     *(("triage", "triage"), ("pull", "read")),
 )
+
+
+_LOOKUPS = {
+    (kind, result): MEMBERSHIP_LOOKUPS.labels(kind, result)
+    for kind in ("org", "team", "repo")
+    for result in ("cached", "yes", "no", "sso_required", "stale", "unavailable")
+}
+MAX_REST = 3600.0  # GitHub's rate-limit windows are an hour: a reset further off is not believed
+
+
+class _RateLimited(GitHubUnavailable):
+    """GitHub's rate limit for the caller is spent: nothing is asked for them for `wait` seconds."""
+
+    def __init__(self, message: str, wait: float) -> None:
+        super().__init__(message, status=429)
+        self.wait = wait
+
+
+def _until_reset(headers: Mapping[str, str], now: float) -> float:
+    """Seconds until GitHub's rate limit resets: Retry-After, else X-RateLimit-Reset (a Unix time)."""
+    retry_after, reset = headers.get("Retry-After", ""), headers.get("X-RateLimit-Reset", "")
+    if retry_after.isdigit():
+        wait = float(retry_after)
+    elif reset.isdigit():
+        wait = float(reset) - now
+    else:
+        wait = 60.0
+    return min(MAX_REST, max(1.0, wait))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +93,7 @@ class Membership:
         github: GitHubClient,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         settings: MembershipConfig = config.github.membership
         self._github = github
@@ -73,6 +104,8 @@ class Membership:
         self._facts: dict[tuple[int, str, str], tuple[_Fact, float]] = {}  # -> (fact, fresh until)
         self._flights: SingleFlight[tuple[int, str, str], _Fact] = SingleFlight()
         self._refused_once: set[str] = set()
+        self._resting: dict[int, float] = {}  # user id -> when GitHub's rate limit for them resets
+        self._wall_clock = wall_clock
         # every organisation and team any route names: what `groups` reports, in a stable order
         self.groups_known = tuple(
             dict.fromkeys(name for route in config.routes for name in (*route.orgs, *route.teams))
@@ -109,17 +142,35 @@ class Membership:
         now = self._clock()
         cached = self._facts.get(key)
         if cached is not None and cached[1] > now:
+            TALLY.count(_LOOKUPS[kind, "cached"])
             return cached[0]
         try:
-            return await self._flights.run(key, lambda: self._ask(key, identity, token, kind, target))
+            if (rest := self._resting.get(identity.user_id, 0.0) - now) > 0:
+                raise _RateLimited(
+                    f"GitHub's rate limit for this caller is spent for {math.ceil(rest)}s", rest
+                )
+            fact = await self._flights.run(key, lambda: self._ask(key, identity, token, kind, target))
         except GitHubError as exc:
+            if isinstance(exc, _RateLimited):
+                self._rest(identity.user_id, exc.wait)
             # SECURITY: only an answer GitHub gave, and within stale_if_error of its expiry, stands in
             if cached is not None and cached[1] + self._stale_for > now:
+                TALLY.count(_LOOKUPS[kind, "stale"])
                 return cached[0]
+            TALLY.count(_LOOKUPS[kind, "unavailable"])
+            wait = exc.wait if isinstance(exc, _RateLimited) else self._github.retry_after()
             raise ServiceUnavailable(
                 "GitHub is unavailable and who this caller is in GitHub is not known",
-                retry_after=self._github.retry_after(),
+                retry_after=math.ceil(wait),
             ) from exc
+        TALLY.count(_LOOKUPS[kind, "sso_required" if fact.sso_url else ("yes" if fact.yes else "no")])
+        return fact
+
+    def _rest(self, user_id: int, wait: float) -> None:
+        """Ask nothing more for this user until GitHub's rate limit resets (their budget, in user mode)."""
+        if len(self._resting) >= self._max_entries:
+            del self._resting[next(iter(self._resting))]
+        self._resting[user_id] = self._clock() + wait
 
     async def _ask(
         self, key: tuple[int, str, str], identity: Identity, token: str, kind: str, target: str
@@ -171,7 +222,8 @@ class Membership:
         if reply.status in (403, 429) and (
             reply.headers.get("X-RateLimit-Remaining") == "0" or "Retry-After" in reply.headers
         ):
-            raise GitHubUnavailable(f"GitHub's rate limit for this caller is spent ({what})", status=429)
+            wait = _until_reset(reply.headers, self._wall_clock())
+            raise _RateLimited(f"GitHub's rate limit for this caller is spent ({what})", wait)
         sso = reply.headers.get("X-GitHub-SSO", "")
         if reply.status == 403 and sso.startswith("required") and "url=" in sso:
             return _Fact(False, sso.partition("url=")[2].strip())

@@ -48,6 +48,12 @@ AUTH_DECISIONS = Counter(
 CACHE_LOOKUPS = Counter(
     "gateway_cache_lookups_total", "Identity cache lookups, by tier and result.", ["tier", "result"]
 )
+MEMBERSHIP_LOOKUPS = Counter(
+    "gateway_membership_lookups_total",
+    "Membership facts looked up, by kind (org, team, repo) and result: cached, yes, no, sso_required,"
+    " stale (GitHub unusable, a known fact served) or unavailable.",
+    ["kind", "result"],
+)
 GITHUB_CALLS = Counter(
     "gateway_github_calls_total", "Calls to GitHub, by endpoint and status code.", ["endpoint", "code"]
 )

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from .support.headers import bearer, seen_headers
+from .support.metrics import value
 from .support.world import Gateway, GatewayFactory, World
 
 MEMBERSHIP = "orgs/get-membership-for-authenticated-user"
@@ -225,3 +226,35 @@ async def test_a_display_name_is_no_slug_and_is_refused_at_load(
 ) -> None:
     with pytest.raises(ValueError, match="display name is not its slug"):
         await gated(start_gateway, world, teams=["acme/Site Reliability"])
+
+
+async def test_a_spent_rate_limit_is_a_503_and_github_is_left_alone_until_its_reset(
+    start_gateway: GatewayFactory, acme: World
+) -> None:
+    gateway = await gated(start_gateway, acme, orgs=["acme"])
+    alice = token(acme, "alice", 7)
+    acme.github.exhaust_rate_limit(reset_in=600, status=429, retry_after=120)
+    resp = await gateway.client.get("/gated", headers=bearer(alice))
+    assert resp.status == 503 and resp.headers["Retry-After"] == "120"
+    asked = acme.github.count(MEMBERSHIP)
+    assert [await status(gateway, alice) for _ in range(5)] == [503] * 5
+    assert acme.github.count(MEMBERSHIP) == asked  # left alone, as GitHub asked
+    acme.clock.advance(121)
+    await status(gateway, alice)
+    assert acme.github.count(MEMBERSHIP) == asked + 1  # asked again once the wait is over
+
+
+async def test_membership_lookups_are_counted_by_kind_and_result(
+    start_gateway: GatewayFactory, acme: World
+) -> None:
+    gateway = await start_gateway(routes=routes(acme, orgs=["acme"]), identity_headers={"groups": None})
+    before = {
+        r: value("gateway_membership_lookups_total", kind="org", result=r) for r in ("yes", "no", "cached")
+    }
+    assert await status(gateway, token(acme, "alice", 7)) == 200
+    assert await status(gateway, token(acme, "bob", 8)) == 403
+    assert await status(gateway, token(acme, "alice", 7)) == 200
+    after = {
+        r: value("gateway_membership_lookups_total", kind="org", result=r) for r in ("yes", "no", "cached")
+    }
+    assert {r: after[r] - before[r] for r in after} == {"yes": 1, "no": 1, "cached": 1}
