@@ -76,7 +76,7 @@ class Gateway:
             max_body_size=config.server.max_body_size,
             body_timeout=config.server.body_timeout,
         )
-        self.membership = Membership(config, self.github, clock=clock)
+        self.membership = Membership(config, self.github, shared=shared, clock=clock)
         self._groups_header = config.identity_headers.groups if self.membership.groups_known else None
         self.control = Control(self.auth, self.github, self.cache, self.scoped, self.membership)
         self.access_log = access_log

@@ -6,8 +6,9 @@ any of them admits. The facts are GitHub's answers to
     organisation  GET /user/memberships/orgs/{org}                       `state: active` (pending is not)
     team          GET /orgs/{org}/teams/{team_slug}/memberships/{login}  `state: active` (child teams count)
     repository    GET /repos/{owner}/{repo}                              `permissions`: the highest true
-and are cached by (user id, fact), never by login (it can change) and never with the token: a "yes" for
-`membership.ttl`, a "no" for `membership.negative_ttl`, so someone removed from an organisation is
+and are cached by (user id, fact), never by login (it can change) and never with the token, in process
+and in Redis when configured: a "yes" for `membership.ttl`, a "no" for `membership.negative_ttl`, so
+someone removed from an organisation is
 refused within `membership.ttl` although their token is still cached as valid. Concurrent requests
 needing one fact make one call. A 403 with `X-GitHub-SSO: required; url=…` is a member whose token is
 not authorized for the organisation's SAML SSO: 403 `sso_required` with that URL. Any other 401/403
@@ -29,6 +30,7 @@ from .errors import Forbidden, GitHubError, GitHubUnavailable, ServiceUnavailabl
 from .github import GitHubClient
 from .github.answers import Reply
 from .identity import Identity
+from .identity.redis import RedisTier
 from .identity.singleflight import SingleFlight
 from .metrics import MEMBERSHIP_LOOKUPS, TALLY
 from .policy import CompiledRoute
@@ -92,11 +94,13 @@ class Membership:
         config: Config,
         github: GitHubClient,
         *,
+        shared: RedisTier | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         settings: MembershipConfig = config.github.membership
         self._github = github
+        self._shared = shared
         self._clock = clock
         self._yes_for, self._no_for = settings.ttl, settings.negative_ttl
         self._stale_for = config.cache.stale_if_error
@@ -175,16 +179,24 @@ class Membership:
     async def _ask(
         self, key: tuple[int, str, str], identity: Identity, token: str, kind: str, target: str
     ) -> _Fact:
-        asking: dict[str, Callable[[], Awaitable[_Fact]]] = {
-            "org": lambda: self._organisation(token, target),
-            "team": lambda: self._team(token, target, identity.login),
-            "repo": lambda: self._repository(token, target),
-        }
-        fact = await asking[kind]()
+        """The fact from another replica (Redis), else from GitHub (then shared); kept here either way."""
+        shared = await self._shared.get_fact(key) if self._shared is not None else None
+        if shared is not None:
+            fact, fresh_for = _Fact(shared.value, shared.sso_url), shared.fresh_for
+        else:
+            asking: dict[str, Callable[[], Awaitable[_Fact]]] = {
+                "org": lambda: self._organisation(token, target),
+                "team": lambda: self._team(token, target, identity.login),
+                "repo": lambda: self._repository(token, target),
+            }
+            fact = await asking[kind]()
+            fresh_for = self._yes_for if fact.yes else self._no_for
+            if self._shared is not None:
+                await self._shared.put_fact(key, fact.value, fact.sso_url, fresh_for)
         if len(self._facts) >= self._max_entries:
             del self._facts[next(iter(self._facts))]  # the oldest first: memory stays bounded
         self._facts.pop(key, None)
-        self._facts[key] = (fact, self._clock() + (self._yes_for if fact.yes else self._no_for))
+        self._facts[key] = (fact, self._clock() + fresh_for)
         return fact
 
     async def _organisation(self, token: str, org: str) -> _Fact:

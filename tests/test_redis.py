@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 import redis.asyncio as redis
 import yaml
 
@@ -493,3 +494,47 @@ async def test_workers_share_one_check_and_one_logout(
 
         await eventually(all_refused, "a worker still lets the token through", within=10)
     assert world.github.check_calls(token) == 1
+
+
+async def test_two_replicas_on_one_redis_share_membership_facts(
+    start_gateway: GatewayFactory, world: World, redis_server: RedisServer
+) -> None:
+    """One call per fact across replicas, and what one learnt the other believes for as long."""
+    world.github.add_org("acme")
+    world.github.add_user("alice", 7)
+    world.github.add_member("acme", "alice")
+    routes = [{"path": "/gated", "upstream": world.upstream_url, "orgs": ["acme"]}]
+    shared = {
+        "cache": {"redis_url": redis_server.url},
+        "routes": routes,
+        "identity_headers": {"groups": None},
+    }
+    a, b = await start_gateway(**shared), await start_gateway(**shared)
+    alice = world.github.add_token("alice", 7, ["read:org"])
+    assert await status(a, alice, "/gated") == 200
+    assert await status(b, alice, "/gated") == 200
+    assert world.github.count("orgs/get-membership-for-authenticated-user") == 1
+
+
+async def test_a_fact_in_redis_that_the_gateway_did_not_write_is_not_believed(
+    start_gateway: GatewayFactory, world: World, redis_server: RedisServer
+) -> None:
+    """Whoever can write to Redis must not make a user a member with an entry of their own."""
+    world.github.add_org("acme")
+    world.github.add_user("bob", 8)
+    routes = [{"path": "/gated", "upstream": world.upstream_url, "orgs": ["acme"]}]
+    shared = {
+        "cache": {"redis_url": redis_server.url},
+        "routes": routes,
+        "identity_headers": {"groups": None},
+    }
+    bob = world.github.add_token("bob", 8, ["read:org"])
+    assert await status(await start_gateway(**shared), bob, "/gated") == 403  # "no", shared in Redis
+    client = aioredis.from_url(redis_server.url)
+    try:
+        [key] = [k async for k in client.scan_iter("*:fact:8:org:acme")]
+        await client.set(key, b'{"value": "yes", "sso_url": null, "fresh_until": 9999999999}')
+    finally:
+        await client.aclose()
+    assert await status(await start_gateway(**shared), bob, "/gated") == 403  # a replica that never asked
+    assert world.github.count("orgs/get-membership-for-authenticated-user") == 2

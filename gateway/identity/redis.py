@@ -1,5 +1,5 @@
-"""The shared cache tier (`cache.redis_url`): identities in Redis for every worker and replica, and
-revocations (logout) carried to all of them over a pub/sub channel.
+"""The shared cache tier (`cache.redis_url`): identities and membership facts in Redis for every worker
+and replica, and revocations (logout) carried to all of them over a pub/sub channel.
 
 What Redis holds is what the in-process tier holds: the identity GitHub reported (never the token,
 never the raw check answer), under the token's SHA-256 digest in hex, with `fresh_until` as a Unix
@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 
 from ..backoff import START, Backoff
 from ..config import CacheConfig, GitHubConfig
+from ..config.models import REPOSITORY_LEVELS
 from ..metrics import CACHE_LOOKUPS
 from .value import Identity, checked_identity, token_id
 
@@ -68,6 +69,30 @@ def namespace(github: GitHubConfig) -> str:
     """The key prefix for gateways that trust the same GitHub and the same apps."""
     vouchers = "\n".join([str(github.api_url), *sorted(app.client_id for app in github.apps)])
     return "gateway:" + hashlib.sha256(vouchers.encode()).hexdigest()[:16]
+
+
+class SharedFact(NamedTuple):
+    """A membership fact as Redis holds it: GitHub's answer, and how long it stays fresh."""
+
+    value: bool | str | None
+    sso_url: str | None
+    fresh_for: float
+
+
+_LEVELS = frozenset(REPOSITORY_LEVELS)
+
+
+def _fact(data: dict[str, Any], now: float) -> SharedFact:
+    """A fact read from Redis, held to what GitHub's answers give: it decides who may pass."""
+    value, sso_url, fresh_until = data["value"], data["sso_url"], data["fresh_until"]
+    # SECURITY: a yes/no, a repository level or nothing; an SSO URL; a time: nothing else is believed
+    if not (value is None or type(value) is bool or (isinstance(value, str) and value in _LEVELS)):
+        raise ValueError("value is not a membership answer")
+    if not (sso_url is None or (isinstance(sso_url, str) and sso_url.startswith(("https://", "http://")))):
+        raise ValueError("sso_url is not a URL")
+    if type(fresh_until) not in (int, float):
+        raise ValueError("fresh_until is not a time")
+    return SharedFact(value, sso_url, fresh_until - now)
 
 
 def _encode(identity: Identity | None, fresh_until: float, keep_until: float) -> bytes:
@@ -201,6 +226,33 @@ class RedisTier:
         now = self._wall_clock()
         value = _encode(identity, now + fresh_for, now + keep_for)
         await self._command(lambda r: r.set(self._key(digest), value, px=_ms(keep_for)))
+
+    def _fact_key(self, fact: tuple[int, str, str]) -> str:
+        user_id, kind, target = fact
+        return f"{self._prefix}:fact:{user_id}:{kind}:{target}"
+
+    async def get_fact(self, fact: tuple[int, str, str]) -> SharedFact | None:
+        """A membership fact (user id, kind, target) another process shared, while it is fresh; None
+        when there is none or Redis cannot say."""
+        raw = await self._command(lambda r: r.get(self._fact_key(fact)))
+        if raw is None or raw is _FAILED:
+            return None
+        try:
+            shared = _fact(json.loads(raw), self._wall_clock())
+        except (ValueError, KeyError, TypeError):
+            log.warning("redis: ignoring a fact this gateway did not write (%s)", self._fact_key(fact))
+            return None
+        return shared if shared.fresh_for > 0 else None
+
+    async def put_fact(
+        self, fact: tuple[int, str, str], value: bool | str | None, sso_url: str | None, fresh_for: float
+    ) -> None:
+        """Share a membership fact for `fresh_for` seconds."""
+        if fresh_for <= 0:
+            return
+        data = {"value": value, "sso_url": sso_url, "fresh_until": self._wall_clock() + fresh_for}
+        raw = json.dumps(data).encode()
+        await self._command(lambda r: r.set(self._fact_key(fact), raw, px=_ms(fresh_for)))
 
     async def revoke(self, digest: bytes) -> bool:
         """Record a token as invalid and tell every replica to forget it. False when Redis cannot be
