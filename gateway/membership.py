@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -29,6 +29,7 @@ from .config.models import REPOSITORY_LEVELS
 from .errors import Forbidden, GitHubError, GitHubUnavailable, ServiceUnavailable, SSORequired
 from .github import GitHubClient
 from .github.answers import Reply
+from .github.installations import Installations
 from .identity import Identity
 from .identity.redis import RedisTier
 from .identity.singleflight import SingleFlight
@@ -73,6 +74,17 @@ def _until_reset(headers: Mapping[str, str], now: float) -> float:
     return min(MAX_REST, max(1.0, wait))
 
 
+# what GitHub needs to answer, by (kind, asked as the app)
+_NEEDS = {
+    ("org", False): "read:org (or, for a GitHub App user token, the app's Members permission there)",
+    ("team", False): "read:org (or, for a GitHub App user token, the app's Members permission there)",
+    ("repo", False): "repo for a private repository (or, for a GitHub App user token, Metadata)",
+    ("org", True): "the app installed there with the Members permission",
+    ("team", True): "the app installed there with the Members permission",
+    ("repo", True): "the app installed on the repository with the Metadata permission",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class _Fact:
     """What GitHub said of one (user, target): a yes/no or a repository level, or that the target
@@ -101,6 +113,16 @@ class Membership:
         settings: MembershipConfig = config.github.membership
         self._github = github
         self._shared = shared
+        self._installations = (
+            None
+            if settings.as_ == "user" or settings.app_id is None or settings.private_key_file is None
+            else Installations(
+                github,
+                app_id=settings.app_id,
+                private_key_file=settings.private_key_file,
+                wall_clock=wall_clock,
+            )
+        )
         self._clock = clock
         self._yes_for, self._no_for = settings.ttl, settings.negative_ttl
         self._stale_for = config.cache.stale_if_error
@@ -184,12 +206,7 @@ class Membership:
         if shared is not None:
             fact, fresh_for = _Fact(shared.value, shared.sso_url), shared.fresh_for
         else:
-            asking: dict[str, Callable[[], Awaitable[_Fact]]] = {
-                "org": lambda: self._organisation(token, target),
-                "team": lambda: self._team(token, target, identity.login),
-                "repo": lambda: self._repository(token, target),
-            }
-            fact = await asking[kind]()
+            fact = await self._from_github(identity, token, kind, target)
             fresh_for = self._yes_for if fact.yes else self._no_for
             if self._shared is not None:
                 await self._shared.put_fact(key, fact.value, fact.sso_url, fresh_for)
@@ -199,28 +216,72 @@ class Membership:
         self._facts[key] = (fact, self._clock() + fresh_for)
         return fact
 
-    async def _organisation(self, token: str, org: str) -> _Fact:
-        path = f"/user/memberships/orgs/{quote(org, safe='')}"
-        reply = await self._github.fetch("orgs/get-membership-for-authenticated-user", path, token=token)
-        return self._membership(reply, f"organisation {org}", "read:org (or the app's Members permission)")
+    async def _from_github(self, identity: Identity, token: str, kind: str, target: str) -> _Fact:
+        """Ask GitHub: with the caller's token, or as the GitHub App's installation on the target."""
+        if self._installations is None:
+            fact = await self._asked(f"token {token}", identity.login, kind, target, as_app=False)
+            assert fact is not None  # None is only for the app's installation tokens
+            return fact
+        account, _, repo = target.partition("/")
+        for _ in range(2):  # a token GitHub refuses (revoked, expired early) is replaced once
+            installation = await self._installations.token(account, repo if kind == "repo" else None)
+            if installation is None:  # not installed there: nobody there can be admitted
+                return _Fact(None if kind == "repo" else False)
+            fact = await self._asked(f"token {installation}", identity.login, kind, target, as_app=True)
+            if fact is not None:
+                return fact
+            self._installations.forget(account)
+        raise GitHubUnavailable(f"GitHub refused the app's new installation token on {account}", status=401)
 
-    async def _team(self, token: str, team: str, login: str) -> _Fact:
-        org, _, slug = team.partition("/")
-        path = f"/orgs/{quote(org, safe='')}/teams/{quote(slug, safe='')}/memberships/{quote(login, safe='')}"
-        reply = await self._github.fetch("teams/get-membership-for-user-in-org", path, token=token)
-        return self._membership(reply, f"team {team}", "read:org (or the app's Members permission)")
+    async def _asked(
+        self, credential: str, login: str, kind: str, target: str, *, as_app: bool
+    ) -> _Fact | None:
+        """GitHub's answer about one target (None: a 401 to the app's installation token)."""
+        owner, _, name = (quote(part, safe="") for part in target.partition("/"))
+        user = quote(login, safe="")
+        op, path = {
+            ("org", False): ("orgs/get-membership-for-authenticated-user", f"/user/memberships/orgs/{owner}"),
+            ("org", True): ("orgs/check-membership-for-user", f"/orgs/{owner}/members/{user}"),
+            ("team", False): (
+                "teams/get-membership-for-user-in-org",
+                f"/orgs/{owner}/teams/{name}/memberships/{user}",
+            ),
+            ("team", True): (
+                "teams/get-membership-for-user-in-org",
+                f"/orgs/{owner}/teams/{name}/memberships/{user}",
+            ),
+            ("repo", False): ("repos/get", f"/repos/{owner}/{name}"),
+            ("repo", True): (
+                "repos/get-collaborator-permission-level",
+                f"/repos/{owner}/{name}/collaborators/{user}/permission",
+            ),
+        }[kind, as_app]
+        reply = await self._github.fetch(op, path, credential=credential)
+        if as_app and reply.status == 401:
+            return None
+        what = f"{'organisation' if kind == 'org' else 'team' if kind == 'team' else 'repository'} {target}"
+        needs = _NEEDS[kind, as_app]
+        if kind == "repo":
+            return self._level(reply, what, needs, as_app=as_app)
+        if as_app and kind == "org":
+            return _Fact(True) if reply.status == 204 else self._refused(reply, what, needs)
+        return self._membership(reply, what, needs)
 
-    async def _repository(self, token: str, repo: str) -> _Fact:
-        owner, _, name = repo.partition("/")
-        path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
-        reply = await self._github.fetch("repos/get", path, token=token)
-        if reply.status == 200 and isinstance(reply.body, dict):
-            granted = reply.body.get("permissions")
-            if isinstance(granted, dict):
-                level = next((lvl for name, lvl in _PERMISSIONS if granted.get(name) is True), None)
-                return _Fact(level)
-            return _Fact(None)  # no permissions in the answer: the token may not see its own
-        return self._refused(reply, f"repository {repo}", "repo for a private repository (or Metadata)")
+    def _level(self, reply: Reply, what: str, needs: str, *, as_app: bool) -> _Fact:
+        if reply.status != 200 or not isinstance(reply.body, dict):
+            return self._refused(reply, what, needs)
+        if as_app:  # GET …/collaborators/{login}/permission: a role, or for a custom one its base
+            role, permission = reply.body.get("role_name"), reply.body.get("permission")
+            level = (
+                role
+                if role in _RANK
+                else {"admin": "admin", "write": "write", "read": "read"}.get(str(permission))
+            )
+            return _Fact(level)
+        granted = reply.body.get("permissions")
+        if isinstance(granted, dict):
+            return _Fact(next((lvl for name, lvl in _PERMISSIONS if granted.get(name) is True), None))
+        return _Fact(None)  # no permissions in the answer: the token may not see its own
 
     def _membership(self, reply: Reply, what: str, needs: str) -> _Fact:
         if reply.status == 200 and isinstance(reply.body, dict):

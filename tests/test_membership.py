@@ -4,10 +4,13 @@ caller's own token (`github.membership.as: user`), over real sockets (README: Wh
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .support.headers import bearer, seen_headers
 from .support.metrics import value
@@ -258,3 +261,78 @@ async def test_membership_lookups_are_counted_by_kind_and_result(
         r: value("gateway_membership_lookups_total", kind="org", result=r) for r in ("yes", "no", "cached")
     }
     assert {r: after[r] - before[r] for r in after} == {"yes": 1, "no": 1, "cached": 1}
+
+
+@pytest.fixture
+def app_key(tmp_path: Path, acme: World) -> Path:
+    """The GitHub App's private key in a file, its public key known to the fake, the app on acme."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path = tmp_path / "app.pem"
+    path.write_bytes(pem)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    acme.github.set_app(4242, public)
+    acme.github.install("acme")
+    return path
+
+
+async def test_as_the_app_members_pass_whatever_their_tokens_may_do(
+    start_gateway: GatewayFactory, acme: World, app_key: Path
+) -> None:
+    """membership.as: app: the app's JWT (checked by the fake: signature, iss, expiry) finds the
+    installation, whose token asks; the callers' tokens need no read:org."""
+    acme.github.add_repo("acme/api")
+    acme.github.set_role("acme/api", "bob", "maintain")
+    gateway = await gated(
+        start_gateway,
+        acme,
+        membership={"as": "app", "app_id": 4242, "private_key_file": str(app_key)},
+        orgs=["acme"],
+        repos={"acme/api": "write"},
+    )
+    assert await status(gateway, token(acme, "alice", 7, scopes=())) == 200  # an org member
+    assert await status(gateway, token(acme, "bob", 8, scopes=())) == 200  # maintain >= write
+    assert await status(gateway, token(acme, "carol", 9, scopes=())) == 403  # pending
+    assert acme.github.count("apps/create-installation-access-token") == 1  # one token, reused
+
+
+async def test_an_expired_installation_token_is_replaced(
+    start_gateway: GatewayFactory, acme: World, app_key: Path
+) -> None:
+    gateway = await start_gateway(
+        routes=routes(acme, orgs=["acme"]),
+        identity_headers={"groups": None},
+        github={"membership": {"as": "app", "app_id": 4242, "private_key_file": str(app_key), "ttl": "1s"}},
+    )
+    alice = token(acme, "alice", 7, scopes=())
+    assert await status(gateway, alice) == 200
+    acme.github.expire_installation_tokens()
+    acme.clock.advance(2)  # past the cached "yes": the app asks again, with a token GitHub refuses
+    assert await status(gateway, alice) == 200
+    assert acme.github.count("apps/create-installation-access-token") == 2
+
+
+@pytest.mark.parametrize("problem", ["missing", "not a key", "encrypted"])
+async def test_the_apps_private_key_is_checked_when_the_config_is_loaded(
+    start_gateway: GatewayFactory, world: World, tmp_path: Path, problem: str
+) -> None:
+    path = tmp_path / "app.pem"
+    if problem == "not a key":
+        path.write_text("hello")
+    elif problem == "encrypted":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        encrypted = serialization.BestAvailableEncryption(b"secret")
+        path.write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encrypted)
+        )
+    with pytest.raises(ValueError, match="PEM file of the GitHub App's RSA private key"):
+        await gated(
+            start_gateway,
+            world,
+            membership={"as": "app", "app_id": 1, "private_key_file": str(path)},
+            orgs=["acme"],
+        )

@@ -13,10 +13,14 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -295,6 +299,20 @@ class GitHubApp(_Model):
     client_secret: SecretStr = Field(min_length=1)
 
 
+def _app_key_problem(path: str) -> str | None:
+    """What is wrong with a GitHub App's private key file, if anything (it signs RS256 JWTs)."""
+    expected = "expected a readable, unencrypted PEM file of the GitHub App's RSA private key"
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except OSError as exc:
+        return f"{expected}; cannot read {path!r} ({exc.strerror or exc})"
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return f"{expected}; {path!r} is not one (or is encrypted)"
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return f"{expected}; {path!r} holds another kind of key"
+    return None
+
+
 class MembershipConfig(_Model):
     """How organisation, team and repository facts are asked of GitHub (`github.membership`)."""
 
@@ -316,10 +334,11 @@ class MembershipConfig(_Model):
             )
             if getattr(self, key) is None
         ]
-        # asking as the GitHub App's installation is not built yet: refused rather than half done
-        refusal = "expected user: asking as a GitHub App installation is not available yet"
-        problems.append((("as",), refusal, "app"))
-        raise _invalid("MembershipConfig", problems)
+        if self.private_key_file is not None and (problem := _app_key_problem(self.private_key_file)):
+            problems.append((("private_key_file",), problem, self.private_key_file))
+        if problems:
+            raise _invalid("MembershipConfig", problems)
+        return self
 
 
 class GitHubConfig(_Model):

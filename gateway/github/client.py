@@ -302,18 +302,20 @@ class GitHubClient:
         finally:
             self._slots.release()
 
-    async def fetch(self, op_id: str, path: str, *, token: str) -> Reply:
-        """GET a REST resource with a caller's token (`path` below `api_url`, already quoted), under the
-        same cap, timeout and breaker as every call; what GitHub answered, for the caller to judge.
+    async def fetch(self, op_id: str, path: str, *, credential: str, method: str = "GET") -> Reply:
+        """Call a REST resource (`path` below `api_url`, already quoted) with a credential: a caller's
+        token or an installation token (`token …`), or the GitHub App's JWT (`Bearer …`); under the
+        same cap, timeout and breaker as every call. What GitHub answered, for the caller to judge.
 
         Raises GitHubUnavailable when GitHub gives no answer or a 5xx (and backs off from GitHub then).
         """
         url = self._base.with_path(self._base.raw_path.rstrip("/") + path, encoded=True)
+        secret = credential.partition(" ")[2]
         try:
-            status, headers, raw = await self._exchange(op_id, "GET", url, None, f"token {token}")
+            status, headers, raw = await self._exchange(op_id, method, url, None, credential)
         except (*_RETRYABLE, aiohttp.ClientError) as exc:
             self._backoff(None, f"GitHub gave no answer ({type(exc).__name__})")
-            raise _unreachable(exc, self._config.timeout, token) from _safe_cause(exc, token)
+            raise _unreachable(exc, self._config.timeout, secret) from _safe_cause(exc, secret)
         except _TooLarge as exc:
             self._backoff(None, str(exc))
             raise
