@@ -33,7 +33,7 @@ from .github.installations import Installations
 from .identity import Identity
 from .identity.redis import RedisTier
 from .identity.singleflight import SingleFlight
-from .metrics import MEMBERSHIP_LOOKUPS, TALLY
+from .metrics import GITHUB_RATE_LIMIT_REMAINING, MEMBERSHIP_LOOKUPS, TALLY
 from .policy import CompiledRoute
 
 log = logging.getLogger("gateway.membership")
@@ -257,8 +257,11 @@ class Membership:
             ),
         }[kind, as_app]
         reply = await self._github.fetch(op, path, credential=credential)
-        if as_app and reply.status == 401:
-            return None
+        if as_app:
+            if reply.status == 401:
+                return None
+            if (remaining := reply.headers.get("X-RateLimit-Remaining", "")).isdigit():
+                GITHUB_RATE_LIMIT_REMAINING.labels(target.partition("/")[0]).set(int(remaining))
         what = f"{'organisation' if kind == 'org' else 'team' if kind == 'team' else 'repository'} {target}"
         needs = _NEEDS[kind, as_app]
         if kind == "repo":

@@ -82,6 +82,13 @@ CONNECTIONS_REFUSED = Counter(
     " or the longest-idle one, between requests, that made room for it.",
     ["closed"],
 )
+GITHUB_RATE_LIMIT_REMAINING = Gauge(
+    "gateway_github_rate_limit_remaining",
+    "GitHub's X-RateLimit-Remaining for the GitHub App's installation, by account, as last answered"
+    " (membership.as: app).",
+    ["account"],
+    multiprocess_mode="min",
+)
 GITHUB_LAST_SUCCESS = Gauge(
     "gateway_github_last_success_timestamp_seconds",
     "Unix time of GitHub's last usable answer.",

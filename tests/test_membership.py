@@ -298,6 +298,8 @@ async def test_as_the_app_members_pass_whatever_their_tokens_may_do(
     assert await status(gateway, token(acme, "bob", 8, scopes=())) == 200  # maintain >= write
     assert await status(gateway, token(acme, "carol", 9, scopes=())) == 403  # pending
     assert acme.github.count("apps/create-installation-access-token") == 1  # one token, reused
+    remaining = value("gateway_github_rate_limit_remaining", account="acme")
+    assert 0 < remaining < acme.github.rate_budget  # the installation's budget, as GitHub last said
 
 
 async def test_an_expired_installation_token_is_replaced(
