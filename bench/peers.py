@@ -76,8 +76,19 @@ def fake_github(latency: float) -> web.Application:
             return web.json_response({"message": "Not Found"}, status=404)
         return web.json_response(authorization(token, request.match_info["cid"]))
 
+    async def member(request: web.Request) -> web.Response:
+        """GET /user/memberships/orgs/{org} and …/teams/{slug}/memberships/{login}: every good token's
+        user is an active member (the membership facts a gated route asks, once per TTL)."""
+        calls["n"] += 1
+        await asyncio.sleep(latency)
+        if not request.headers.get("Authorization", "").removeprefix("token ").startswith("good"):
+            return web.json_response({"message": "Bad credentials"}, status=401)
+        return web.json_response({"state": "active", "role": "member", "url": str(request.url)})
+
     app = web.Application()
     app.router.add_post("/applications/{cid}/token", check)
+    app.router.add_get("/user/memberships/orgs/{org}", member)
+    app.router.add_get("/orgs/{org}/teams/{slug}/memberships/{login}", member)
     app.router.add_get("/_count", count)
     return app
 

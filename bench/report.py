@@ -18,13 +18,14 @@ BYTES_PER_IDENTITY = 400
 UPLOAD_RSS_MIB = 64
 UPLOAD_VS_DIRECT = 0.5
 WORKERS_SCALING = 1.6
+GATED_VS_PLAIN = 0.9  # issue 11: a route gated by an org and a team costs at most 10% of cache-hit speed
 
 
 @dataclass
 class Row:
     """One target of the table: loaded with the same generator and concurrency as every other."""
 
-    key: str  # a..f
+    key: str  # a..g
     name: str
     url: str
     load: LoadResult | None = None
@@ -204,6 +205,15 @@ def checks(results: Results) -> list[Check]:
                 "cache-hit p99 <= bare proxy p99",
                 ok and e.p99_ms <= b.p99_ms,
                 f"{e.p99_ms:.2f} ms vs {b.p99_ms:.2f} ms{invalid}",
+            )
+        )
+    g = _row(results, "g")
+    if e is not None and g is not None:
+        found.append(
+            Check(
+                f"org + team route cache hits >= {GATED_VS_PLAIN} x (e)",
+                not (e.errors or g.errors) and g.rps >= GATED_VS_PLAIN * e.rps,
+                f"{g.rps:.0f} vs {e.rps:.0f} = {g.rps / e.rps:.2f}x",
             )
         )
     herd = results.herds.get("gateway")

@@ -51,7 +51,7 @@ from .report import Results, Row, UploadReport, WorkersReport, checks, render, w
 
 T = TypeVar("T")
 PORTS = (
-    *("github", "upstream", "bare", "naive", "gateway", "auth_request", "forward_auth"),
+    *("github", "upstream", "bare", "naive", "gateway", "auth_request", "forward_auth", "gated"),
     *("sink", "upload_gateway", "workers_1", "workers_2"),
 )
 GITHUB_LATENCY = 0.05
@@ -190,6 +190,7 @@ def start_servers(lab: Lab) -> None:
     started["bare"] = servers.start_peer(procs, "bare-proxy", lab.ports["bare"], upstream)
     started["naive"] = servers.start_peer(procs, "naive-gateway", lab.ports["naive"], upstream, github)
     lab.start_gateway("gateway", "gateway", "upstream", max_concurrent_checks=s.miss_concurrency)
+    lab.start_gateway("gated", "gated", "upstream", policy={"orgs": ["acme"], "teams": ["acme/sre"]})
     procs.wait_ready(started.values())
 
 
@@ -209,6 +210,7 @@ def measure_table(lab: Lab, forward_auth: str | None) -> list[Row]:
         ("d", "nginx auth_request + cached check-token", "auth_request", ["nginx"], no_nginx),
         ("e", "gateway, reverse proxy, cache hits", "gateway", ["gateway"], ""),
         ("f", "nginx auth_request -> gateway forward-auth", "forward_auth", ["nginx", "gateway"], no_nginx),
+        ("g", "gateway, cache hits, route gated by an org and a team", "gated", ["gated"], ""),
     ]
     rows, measurable = [], []
     for key, name, port, server, skipped in spec:

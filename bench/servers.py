@@ -89,8 +89,10 @@ def gateway_config(
     workers: int = 1,
     max_concurrent_checks: int = 32,
     route_timeout: str = "60s",
+    policy: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
-    """A `gateway.yaml` for the benchmark: one app (the fake's), one route `/`, no admin, no rate limit."""
+    """A `gateway.yaml` for the benchmark: one app (the fake's), one route `/` (with `policy`: who may
+    pass), no admin, no rate limit."""
     return {
         "server": {"host": HOST, "port": port, "workers": workers, "shutdown_timeout": "2s"},
         "admin": None,
@@ -101,7 +103,7 @@ def gateway_config(
         },
         "cache": {"ttl": "5m"},
         "rate_limit": {"failed_auth_per_minute": 0},
-        "routes": [{"path": "/", "upstream": upstream, "timeout": route_timeout}],
+        "routes": [{"path": "/", "upstream": upstream, "timeout": route_timeout, **(policy or {})}],
     }
 
 
