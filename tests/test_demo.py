@@ -1,4 +1,5 @@
-"""`gateway demo` as `make run` starts it: the printed curl commands work, Ctrl-C stops it cleanly."""
+"""`gateway demo` as `make run` starts it: the printed curl commands work (the gated routes admit a
+member with their groups and refuse a non-member), Ctrl-C stops it cleanly."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -35,17 +37,25 @@ async def test_demo_prints_curl_commands_that_work_and_stops_on_ctrl_c() -> None
         text = "".join(printed)
         commands = re.findall(r"^curl (-s|-si) (\S+)(?: -H 'Authorization: Bearer (\S+)')?$", text, re.M)
         assert len(commands) >= 5, text
-        statuses = []
+        statuses, refusals, groups = [], [], []
         async with aiohttp.ClientSession() as session:
             for _, url, token in commands:
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
                 async with session.get(url, headers=headers) as resp:
                     statuses.append(resp.status)
+                    if resp.status == 403:
+                        refusals.append((await resp.json())["error"])
                     if resp.status == 200 and "whoami" not in url and token:
-                        echo = await resp.json()
-                        assert any(k == "X-Auth-User" for k, _ in echo["headers"])
-        # oauth token, GitHub App token, revoked, none, whoami, public, GitHub App token lacking a scope
-        assert statuses == [200, 200, 401, 401, 200, 200, 403]
+                        echoed = dict((await resp.json())["headers"])
+                        assert "X-Auth-User" in echoed
+                        groups.append((urlsplit(url).path, echoed.get("X-Auth-Groups")))
+        # oauth token, GitHub App token, revoked, none, whoami, public, GitHub App token lacking a scope,
+        # then a member and a non-member of the organisation acme (/internal) and of the team acme/sre (/ops)
+        assert statuses == [200, 200, 401, 401, 200, 200, 403, 200, 403, 200, 403]
+        assert refusals == ["insufficient_scope", "forbidden", "forbidden"]
+        # octocat is on acme/sre (so in acme), defunkt in acme only; monalisa's GitHub App is not installed
+        sre = "acme,acme/sre"
+        assert groups == [("/", sre), ("/", None), ("/internal", "acme"), ("/ops", sre)]
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)

@@ -1,5 +1,9 @@
 """`gateway demo`: the embedded default. A fake GitHub with a demo app and demo tokens, an echo
 upstream, and the gateway from `gateway.yaml` pointed at both; no GitHub account, no network.
+
+The fake GitHub also holds the organisation of the first org-gated route and the team of the first
+team-gated route, with people on both sides of each gate: octocat on the team (and so in its
+organisation), defunkt in the organisations only, mallory in none.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from aiohttp import web
 
 from .. import config as config_module
 from ..app import open_gateway
-from ..config import Config
+from ..config import Config, Route
 from ..stopping import stop_event
 from ..wire import make_server
 from .echo import echo_app
@@ -37,21 +41,47 @@ def demo_config(config: Config, *, github_url: str, upstream_url: str) -> Config
     return config.model_copy(update={"github": github, "routes": routes})
 
 
-def demo_tokens(fake: FakeGitHub) -> dict[str, str]:
-    """Register the demo tokens; returns them by what they show."""
+def gated_routes(config: Config) -> tuple[Route | None, Route | None]:
+    """The first route that admits an organisation's members, and the first that admits a team's."""
+    required = [r for r in config.routes if r.auth == "required"]
+    return next((r for r in required if r.orgs), None), next((r for r in required if r.teams), None)
+
+
+def demo_tokens(fake: FakeGitHub, config: Config) -> dict[str, str]:
+    """Register the demo tokens, and the organisation and team the gated routes name; returns the
+    tokens by what they show."""
     tokens = {
         "oauth": fake.add_token("octocat", 583231, ["repo", "read:org"], prefix="gho_"),
         "github_app": fake.add_token("monalisa", 2, [], prefix="ghu_", expires_in=EIGHT_HOURS),
         "revoked": fake.add_token("hubot", 3, ["repo"], prefix="gho_"),
+        "org_member": fake.add_token("defunkt", 4, ["read:org"], prefix="gho_"),
+        "outsider": fake.add_token("mallory", 5, ["read:org"], prefix="gho_"),
     }
     fake.revoke(tokens["revoked"])
+    by_org, by_team = gated_routes(config)
+    if by_org is not None:
+        _organisation(fake, by_org.orgs[0])
+    if by_team is not None:
+        org, _, slug = by_team.teams[0].partition("/")
+        _organisation(fake, org)
+        fake.add_team(org, slug)
+        fake.add_team_member(org, slug, "octocat")
     return tokens
+
+
+def _organisation(fake: FakeGitHub, login: str) -> None:
+    """An organisation octocat and defunkt are active members of, made once."""
+    if login.casefold() not in fake.orgs:
+        fake.add_org(login)
+        for member in ("octocat", "defunkt"):
+            fake.add_member(login, member)
 
 
 def instructions(base: str, tokens: Mapping[str, str], config: Config) -> str:
     """Ready-to-paste curl commands for each case."""
     required = [r for r in config.routes if r.auth == "required"]
-    open_to_all = next((r.path for r in required if not (r.scopes or r.users or r.user_ids)), "/")
+    restricted = ("scopes", "users", "user_ids", "orgs", "teams", "repos")
+    open_to_all = next((r.path for r in required if not any(getattr(r, k) for k in restricted)), "/")
     scoped = next((r for r in required if r.scopes), None)
     public = next((r.path for r in config.routes if r.auth == "none"), None)
     oauth, app_token = tokens["oauth"], tokens["github_app"]
@@ -77,6 +107,31 @@ def instructions(base: str, tokens: Mapping[str, str], config: Config) -> str:
             f"# {scoped.path} requires scopes {need}: the GitHub App token has none: 403 insufficient_scope",
             f"curl -si {base}{scoped.path} -H 'Authorization: Bearer {app_token}'",
         ]
+    by_org, by_team = gated_routes(config)
+    header = config.identity_headers.groups
+
+    def admitted(login: str, group: str) -> str:
+        seen = f", the upstream sees {group} in {header}" if header else ""
+        return f"# {login} is one: 200{seen}"
+
+    if by_org is not None:
+        org = by_org.orgs[0]
+        lines += [
+            f"# {by_org.path} admits the members of the organisation {org}.",
+            admitted("defunkt", org),
+            f"curl -s {base}{by_org.path} -H 'Authorization: Bearer {tokens['org_member']}'",
+            "# mallory is not (the token may read:org; GitHub's answer is no): 403 forbidden",
+            f"curl -si {base}{by_org.path} -H 'Authorization: Bearer {tokens['outsider']}'",
+        ]
+    if by_team is not None:
+        team = by_team.teams[0]
+        lines += [
+            f"# {by_team.path} admits the members of the team {team}.",
+            admitted("octocat", team),
+            f"curl -s {base}{by_team.path} -H 'Authorization: Bearer {oauth}'",
+            f"# defunkt is in {team.partition('/')[0]} but not on {team}: 403 forbidden",
+            f"curl -si {base}{by_team.path} -H 'Authorization: Bearer {tokens['org_member']}'",
+        ]
     lines += ["", "Ctrl-C stops the demo."]
     return "\n".join(lines)
 
@@ -86,7 +141,7 @@ async def run_demo(path: str | None) -> None:
     config = config_module.load(path, env={**DEMO_ENV, **os.environ})
     host = config.server.host
     fake = FakeGitHub({a.client_id: a.client_secret.get_secret_value() for a in config.github.apps})
-    tokens = demo_tokens(fake)
+    tokens = demo_tokens(fake, config)
     stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
         runner, github_port = await _start(web.AppRunner(fake.app(), access_log=None), "127.0.0.1", 0)
