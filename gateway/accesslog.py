@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -35,6 +35,7 @@ class AccessRecord:
     upstream_status: int | None = None
     bytes: int = 0  # body bytes sent to the client
     error: str | None = None  # what went wrong once the answer had begun (UPSTREAM_CUT)
+    membership: list[str] = field(default_factory=list)  # each membership lookup: "kind:result"
 
 
 class AccessLog:
@@ -69,6 +70,7 @@ class AccessLog:
             "upstream_status": record.upstream_status,
             "bytes": record.bytes,
             "error": record.error,
+            "membership": " ".join(record.membership) or None,
         }
         try:
             self._pending.append(orjson.dumps(line))

@@ -143,7 +143,7 @@ class Gateway:
             request, caller.identity if caller else None, record.request_id, record.client
         )
         if caller is not None:
-            headers.extend(await self._groups(caller))
+            headers.extend(await self._groups(caller, record))
             if route.upstream_token_key is not None:
                 headers["Authorization"] = await self._scoped_authorization(caller, route)
         target = route.upstream_target(path, query)
@@ -174,7 +174,7 @@ class Gateway:
         response = web.Response(status=200)
         if caller is not None:
             response.headers.extend(self.rules.identity_headers(caller.identity))
-            response.headers.extend(await self._groups(caller))
+            response.headers.extend(await self._groups(caller, record))
             if route.upstream_token_key is not None:
                 response.headers["Authorization"] = await self._scoped_authorization(caller, route)
         return response
@@ -186,11 +186,11 @@ class Gateway:
         record.route = route.route.path
         return route
 
-    async def _groups(self, caller: Caller) -> list[tuple[str, str]]:
+    async def _groups(self, caller: Caller, record: AccessRecord) -> list[tuple[str, str]]:
         """`identity_headers.groups`: the configured organisations and teams the caller belongs to."""
         if self._groups_header is None:
             return []
-        groups = await self.membership.groups(caller.identity, caller.token)
+        groups = await self.membership.groups(caller.identity, caller.token, record.membership)
         return [(self._groups_header, ",".join(groups))] if groups else []
 
     async def _scoped_authorization(self, caller: Caller, route: CompiledRoute) -> str:
@@ -216,7 +216,7 @@ class Gateway:
         if caller is not None:
             record.user, record.token_id = caller.identity.login, token_id(caller.digest)
             if not route.authorize(caller.identity):
-                await self.membership.admit(route, caller.identity, caller.token)
+                await self.membership.admit(route, caller.identity, caller.token, record.membership)
         return caller
 
 

@@ -19,7 +19,7 @@ from .upstream_token import ScopedTokens
 
 log = logging.getLogger("gateway.control")
 
-Endpoint = Callable[[web.BaseRequest, Caller], Awaitable[web.StreamResponse]]
+Endpoint = Callable[[web.BaseRequest, Caller, AccessRecord], Awaitable[web.StreamResponse]]
 
 
 class Control:
@@ -56,15 +56,21 @@ class Control:
         caller = await self._auth.authenticate(request.headers, client=record.client)
         assert caller is not None
         record.user, record.token_id = caller.identity.login, token_id(caller.digest)
-        return await endpoint(request, caller)
+        return await endpoint(request, caller, record)
 
-    async def _whoami(self, request: web.BaseRequest, caller: Caller) -> web.StreamResponse:
+    async def _whoami(
+        self, request: web.BaseRequest, caller: Caller, record: AccessRecord
+    ) -> web.StreamResponse:
         shown = caller.identity.as_json()
         if self._membership.groups_known:
-            shown["groups"] = list(await self._membership.groups(caller.identity, caller.token))
+            shown["groups"] = list(
+                await self._membership.groups(caller.identity, caller.token, record.membership)
+            )
         return web.json_response(shown, dumps=json.dumps)
 
-    async def _logout(self, request: web.BaseRequest, caller: Caller) -> web.StreamResponse:
+    async def _logout(
+        self, request: web.BaseRequest, caller: Caller, _record: AccessRecord
+    ) -> web.StreamResponse:
         """Revoke the caller's token at GitHub with the app that issued it, then forget it here."""
         try:
             await self._github.delete(caller.token, client_id=caller.identity.client_id)

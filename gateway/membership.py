@@ -85,6 +85,11 @@ _NEEDS = {
 }
 
 
+def _looked_up(kind: str, result: str, seen: list[str]) -> None:
+    TALLY.count(_LOOKUPS[kind, result])
+    seen.append(f"{kind}:{result}")
+
+
 @dataclass(frozen=True, slots=True)
 class _Fact:
     """What GitHub said of one (user, target): a yes/no or a repository level, or that the target
@@ -137,12 +142,13 @@ class Membership:
             dict.fromkeys(name for route in config.routes for name in (*route.orgs, *route.teams))
         )
 
-    async def admit(self, route: CompiledRoute, identity: Identity, token: str) -> None:
+    async def admit(self, route: CompiledRoute, identity: Identity, token: str, seen: list[str]) -> None:
         """Let the caller pass if any of the route's organisations, teams or repositories admits them;
-        else Forbidden, or SSORequired when only an organisation's SSO stood in the way."""
+        else Forbidden, or SSORequired when only an organisation's SSO stood in the way. Each lookup's
+        kind and result go to `seen` (the access log's)."""
         sso: str | None = None
         for kind, target in route.facts:
-            fact = await self._fact(identity, token, kind, target)
+            fact = await self._fact(identity, token, kind, target, seen)
             if kind == "repo":
                 level = fact.value
                 if isinstance(level, str) and _RANK[level] >= _RANK[route.repos[target]]:
@@ -154,21 +160,21 @@ class Membership:
             raise SSORequired(sso)
         raise Forbidden("this user is not a member of the organisations or teams this route requires")
 
-    async def groups(self, identity: Identity, token: str) -> tuple[str, ...]:
+    async def groups(self, identity: Identity, token: str, seen: list[str]) -> tuple[str, ...]:
         """The configured organisations and teams the caller is an active member of."""
         found = []
         for name in self.groups_known:
             kind = "team" if "/" in name else "org"
-            if (await self._fact(identity, token, kind, name)).yes:
+            if (await self._fact(identity, token, kind, name, seen)).yes:
                 found.append(name)
         return tuple(found)
 
-    async def _fact(self, identity: Identity, token: str, kind: str, target: str) -> _Fact:
+    async def _fact(self, identity: Identity, token: str, kind: str, target: str, seen: list[str]) -> _Fact:
         key = (identity.user_id, kind, target)
         now = self._clock()
         cached = self._facts.get(key)
         if cached is not None and cached[1] > now:
-            TALLY.count(_LOOKUPS[kind, "cached"])
+            _looked_up(kind, "cached", seen)
             return cached[0]
         try:
             if (rest := self._resting.get(identity.user_id, 0.0) - now) > 0:
@@ -181,15 +187,15 @@ class Membership:
                 self._rest(identity.user_id, exc.wait)
             # SECURITY: only an answer GitHub gave, and within stale_if_error of its expiry, stands in
             if cached is not None and cached[1] + self._stale_for > now:
-                TALLY.count(_LOOKUPS[kind, "stale"])
+                _looked_up(kind, "stale", seen)
                 return cached[0]
-            TALLY.count(_LOOKUPS[kind, "unavailable"])
+            _looked_up(kind, "unavailable", seen)
             wait = exc.wait if isinstance(exc, _RateLimited) else self._github.retry_after()
             raise ServiceUnavailable(
                 "GitHub is unavailable and who this caller is in GitHub is not known",
                 retry_after=math.ceil(wait),
             ) from exc
-        TALLY.count(_LOOKUPS[kind, "sso_required" if fact.sso_url else ("yes" if fact.yes else "no")])
+        _looked_up(kind, "sso_required" if fact.sso_url else ("yes" if fact.yes else "no"), seen)
         return fact
 
     def _rest(self, user_id: int, wait: float) -> None:

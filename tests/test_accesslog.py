@@ -40,7 +40,7 @@ async def test_records_are_written_together_shortly_after_as_json_lines() -> Non
     assert [line["request_id"] for line in lines] == ["r0", "r1", "r2"]
     assert set(lines[0]) == {
         "time", "request_id", "client", "method", "path", "route", "status",
-        "duration_ms", "user", "token_id", "upstream_status", "bytes", "error",
+        "duration_ms", "user", "token_id", "upstream_status", "bytes", "error", "membership",
     }  # fmt: skip
 
 

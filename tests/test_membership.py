@@ -261,6 +261,8 @@ async def test_membership_lookups_are_counted_by_kind_and_result(
         r: value("gateway_membership_lookups_total", kind="org", result=r) for r in ("yes", "no", "cached")
     }
     assert {r: after[r] - before[r] for r in after} == {"yes": 1, "no": 1, "cached": 1}
+    logged = [line["membership"] for line in gateway.log_lines()[-3:]]
+    assert logged == ["org:yes", "org:no", "org:cached"]  # the access log says what each request cost
 
 
 @pytest.fixture
