@@ -135,7 +135,7 @@ class Membership:
         self._facts: dict[tuple[int, str, str], tuple[_Fact, float]] = {}  # -> (fact, fresh until)
         self._flights: SingleFlight[tuple[int, str, str], _Fact] = SingleFlight()
         self._refused_once: set[str] = set()
-        self._resting: dict[int, float] = {}  # user id -> when GitHub's rate limit for them resets
+        self._resting: dict[int | str, float] = {}  # a user id or an account -> when its rate limit resets
         self._wall_clock = wall_clock
         # every organisation and team any route names: what `groups` reports, in a stable order
         self.groups_known = tuple(
@@ -177,14 +177,15 @@ class Membership:
             _looked_up(kind, "cached", seen)
             return cached[0]
         try:
-            if (rest := self._resting.get(identity.user_id, 0.0) - now) > 0:
+            budget = self._budget(identity, target)
+            if (rest := self._resting.get(budget, 0.0) - now) > 0:
                 raise _RateLimited(
                     f"GitHub's rate limit for this caller is spent for {math.ceil(rest)}s", rest
                 )
             fact = await self._flights.run(key, lambda: self._ask(key, identity, token, kind, target))
         except GitHubError as exc:
             if isinstance(exc, _RateLimited):
-                self._rest(identity.user_id, exc.wait)
+                self._rest(self._budget(identity, target), exc.wait)
             # SECURITY: only an answer GitHub gave, and within stale_if_error of its expiry, stands in
             if cached is not None and cached[1] + self._stale_for > now:
                 _looked_up(kind, "stale", seen)
@@ -198,11 +199,16 @@ class Membership:
         _looked_up(kind, "sso_required" if fact.sso_url else ("yes" if fact.yes else "no"), seen)
         return fact
 
-    def _rest(self, user_id: int, wait: float) -> None:
-        """Ask nothing more for this user until GitHub's rate limit resets (their budget, in user mode)."""
+    def _budget(self, identity: Identity, target: str) -> int | str:
+        """Whose rate limit a question spends: the caller's (as: user), or the app's installation on the
+        target's account (as: app)."""
+        return identity.user_id if self._installations is None else target.partition("/")[0]
+
+    def _rest(self, budget: int | str, wait: float) -> None:
+        """Ask nothing more on this budget until GitHub's rate limit for it resets."""
         if len(self._resting) >= self._max_entries:
             del self._resting[next(iter(self._resting))]
-        self._resting[user_id] = self._clock() + wait
+        self._resting[budget] = self._clock() + wait
 
     async def _ask(
         self, key: tuple[int, str, str], identity: Identity, token: str, kind: str, target: str

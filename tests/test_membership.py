@@ -28,10 +28,17 @@ def routes(world: World, **policy: Any) -> list[dict[str, Any]]:
 
 
 async def gated(
-    start_gateway: GatewayFactory, world: World, *, membership: dict[str, Any] | None = None, **policy: Any
+    start_gateway: GatewayFactory,
+    world: World,
+    *,
+    membership: dict[str, Any] | None = None,
+    identity_headers: dict[str, Any] | None = None,
+    **policy: Any,
 ) -> Gateway:
     github = {"membership": membership} if membership else {}
-    return await start_gateway(routes=routes(world, **policy), github=github)
+    return await start_gateway(
+        routes=routes(world, **policy), github=github, identity_headers=identity_headers or {}
+    )
 
 
 @pytest.fixture
@@ -340,3 +347,22 @@ async def test_the_apps_private_key_is_checked_when_the_config_is_loaded(
             membership={"as": "app", "app_id": 1, "private_key_file": str(path)},
             orgs=["acme"],
         )
+
+
+async def test_as_the_app_a_spent_installation_budget_rests_every_caller_of_that_org(
+    start_gateway: GatewayFactory, acme: World, app_key: Path
+) -> None:
+    gateway = await gated(
+        start_gateway,
+        acme,
+        membership={"as": "app", "app_id": 4242, "private_key_file": str(app_key)},
+        orgs=["acme"],
+        identity_headers={"groups": None},
+    )
+    alice, bob = token(acme, "alice", 7, scopes=()), token(acme, "bob", 8, scopes=())
+    assert await status(gateway, alice) == 200  # the installation token is minted and used
+    acme.github.exhaust_rate_limit(reset_in=600, status=403, retry_after=90)
+    assert await status(gateway, bob) == 503  # the installation's budget is spent
+    asked = acme.github.count("orgs/check-membership-for-user")
+    assert await status(gateway, token(acme, "carol", 9, scopes=())) == 503  # another caller: not asked
+    assert acme.github.count("orgs/check-membership-for-user") == asked
