@@ -81,12 +81,13 @@ def _reread(path: Path, running: Config) -> Config | None:
             log.error("reload refused, the running config stays: %s", problem)
         return None
     kept = {k: getattr(running.server, k) for k in _LISTENER}
-    changed = [k for k, v in kept.items() if getattr(config.server, k) != v]
+    changed = [f"server.{k}" for k, v in kept.items() if getattr(config.server, k) != v]
+    if config.admin != running.admin:  # every worker's admin listener is bound once, at its start
+        changed.append("admin")
     if changed:
-        log.warning(
-            "reload: server.%s only change with a restart; kept as they were", ", server.".join(changed)
-        )
-    return config.model_copy(update={"server": config.server.model_copy(update=kept)})
+        log.warning("reload: %s only change with a restart; kept as they were", ", ".join(changed))
+    server = config.server.model_copy(update=kept)
+    return config.model_copy(update={"server": server, "admin": running.admin})
 
 
 class _Reloader:

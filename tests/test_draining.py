@@ -53,19 +53,25 @@ async def test_a_replacement_starts_on_the_same_ports_while_the_old_one_drains(
         "routes": [{"path": "/", "upstream": str(upstream.make_url("")).rstrip("/"), "auth": "none"}],
     }
     async with serving(config, tmp_path, name="old") as old, aiohttp.ClientSession() as session:
+        await eventually(lambda: not refused(admin), "the old one never bound the admin port")
         in_flight = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/held"))
-        await asyncio.wait_for(arrived.wait(), BOUND)
-        old.send_signal(signal.SIGTERM)
-        await eventually(lambda: refused(admin) and refused(port), "the old one kept its ports")
-        async with serving(config, tmp_path, name="new"):
-            async with session.get(f"http://127.0.0.1:{admin}/healthz") as resp:
-                assert resp.status == 200
-            async with session.get(f"http://127.0.0.1:{port}/quick") as resp:
-                assert resp.status == 200
-                assert await resp.text() == "served"
-            assert old.poll() is None  # still draining
-            release.set()
-            async with await in_flight as resp:
-                assert resp.status == 200
-                assert await resp.text() == "finished by the old one"
+        try:
+            await asyncio.wait_for(arrived.wait(), BOUND)
+            old.send_signal(signal.SIGTERM)
+            await eventually(lambda: refused(admin) and refused(port), "the old one kept its ports")
+            async with serving(config, tmp_path, name="new"):
+                # with workers, the parent listens on the main port before a worker has bound the admin one
+                await eventually(lambda: not refused(admin), "the new one never bound the admin port")
+                async with session.get(f"http://127.0.0.1:{admin}/healthz") as resp:
+                    assert resp.status == 200
+                async with session.get(f"http://127.0.0.1:{port}/quick") as resp:
+                    assert resp.status == 200
+                    assert await resp.text() == "served"
+                assert old.poll() is None  # still draining
+                release.set()
+                async with await in_flight as resp:
+                    assert resp.status == 200
+                    assert await resp.text() == "finished by the old one"
+        finally:
+            release.set()  # a failure above must not leave the old one draining for ever
         assert await asyncio.to_thread(old.wait, BOUND) == 0

@@ -215,14 +215,18 @@ async def test_a_reload_keeps_the_listener_in_every_worker_a_replacement_include
 ) -> None:
     gateway = supervised
     smaller = {**gateway.config["server"], "max_header_size": 1024}
-    gateway.path.write_text(yaml.safe_dump({**gateway.config, "server": smaller}))
+    admin_port = free_port()
+    admin = {"host": "127.0.0.1", "port": admin_port}  # none at start: workers bind it only then
+    gateway.path.write_text(yaml.safe_dump({**gateway.config, "server": smaller, "admin": admin}))
     gateway.reload()
-    warning = "server.max_header_size only change with a restart; kept as they were"
+    warning = "server.max_header_size, admin only change with a restart; kept as they were"
     await eventually(lambda: gateway.logged(warning) == 1, "no warning about the listener")
     replacement = await replaced(gateway, min(gateway.workers()))
     answered = await statuses(gateway, extra=f"X-Padding: {'p' * 4000}\r\n")  # fits 64 KiB, not 1 KiB
     assert answered[replacement] == {200}
     assert all(seen == {200} for seen in answered.values()), answered
+    with pytest.raises(ConnectionRefusedError):  # the replacement kept the running admin too: none
+        await asyncio.open_connection("127.0.0.1", admin_port)
 
 
 async def test_sigterm_during_a_restarts_backoff_starts_no_worker(supervised: Supervised) -> None:
