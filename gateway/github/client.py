@@ -255,8 +255,7 @@ class GitHubClient:
                 if attempt < tries and (op.repeatable or isinstance(exc, aiohttp.ClientConnectorError)):
                     await self._sleep(_delay(attempt))
                     continue
-                self._backoff(None, f"GitHub gave no answer ({type(exc).__name__})")
-                raise _unreachable(exc, self._config.timeout, secret) from _safe_cause(exc, secret)
+                raise self._no_answer(exc, secret) from _safe_cause(exc, secret)
             except aiohttp.ClientError as exc:
                 raise _unreachable(exc, self._config.timeout, secret) from _safe_cause(exc, secret)
             except _TooLarge as exc:  # not GitHub's answer (a captive portal, a misrouted api_url?)
@@ -314,8 +313,7 @@ class GitHubClient:
         try:
             status, headers, raw = await self._exchange(op_id, method, url, None, credential)
         except (*_RETRYABLE, aiohttp.ClientError) as exc:
-            self._backoff(None, f"GitHub gave no answer ({type(exc).__name__})")
-            raise _unreachable(exc, self._config.timeout, secret) from _safe_cause(exc, secret)
+            raise self._no_answer(exc, secret) from _safe_cause(exc, secret)
         except _TooLarge as exc:
             self._backoff(None, str(exc))
             raise
@@ -384,6 +382,11 @@ class GitHubClient:
     def _fail_fast(self) -> None:
         if (left := self._breaker.remaining()) > 0:
             raise GitHubUnavailable(f"GitHub is backed off after failing; next try in {math.ceil(left)}s")
+
+    def _no_answer(self, exc: BaseException, secret: str) -> GitHubUnavailable:
+        """Back off from a GitHub that gave no answer; the error that says so (never quoting `secret`)."""
+        self._backoff(None, f"GitHub gave no answer ({type(exc).__name__})")
+        return _unreachable(exc, self._config.timeout, secret)
 
     def _backoff(self, hint: float | None, reason: str) -> None:
         window = self._breaker.failed(hint)
