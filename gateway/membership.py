@@ -75,14 +75,41 @@ def _until_reset(headers: Mapping[str, str], now: float) -> float:
 
 
 # what GitHub needs to answer, by (kind, asked as the app)
-_NEEDS = {
-    ("org", False): "read:org (or, for a GitHub App user token, the app's Members permission there)",
-    ("team", False): "read:org (or, for a GitHub App user token, the app's Members permission there)",
-    ("repo", False): "repo for a private repository (or, for a GitHub App user token, Metadata)",
-    ("org", True): "the app installed there with the Members permission",
-    ("team", True): "the app installed there with the Members permission",
-    ("repo", True): "the app installed on the repository with the Metadata permission",
+_MEMBERS = "the Members permission"
+# what is asked, by (kind, asked as the app): GitHub's operationId, the path, and what it needs to answer
+_ASKS = {
+    ("org", False): (
+        "orgs/get-membership-for-authenticated-user",
+        "/user/memberships/orgs/{owner}",
+        f"read:org (or, for a GitHub App user token, the app's {_MEMBERS} there)",
+    ),
+    ("org", True): (
+        "orgs/check-membership-for-user",
+        "/orgs/{owner}/members/{user}",
+        f"the app installed there with {_MEMBERS}",
+    ),
+    **{
+        ("team", as_app): (
+            "teams/get-membership-for-user-in-org",
+            "/orgs/{owner}/teams/{name}/memberships/{user}",
+            f"the app installed there with {_MEMBERS}"
+            if as_app
+            else f"read:org (or, for a GitHub App user token, the app's {_MEMBERS} there)",
+        )
+        for as_app in (False, True)
+    },
+    ("repo", False): (
+        "repos/get",
+        "/repos/{owner}/{name}",
+        "repo for a private repository (or, for a GitHub App user token, Metadata)",
+    ),
+    ("repo", True): (
+        "repos/get-collaborator-permission-level",
+        "/repos/{owner}/{name}/collaborators/{user}/permission",
+        "the app installed on the repository with the Metadata permission",
+    ),
 }
+_KINDS = {"org": "organisation", "team": "team", "repo": "repository"}
 
 
 def _looked_up(kind: str, result: str, seen: list[str]) -> None:
@@ -251,31 +278,15 @@ class Membership:
         """GitHub's answer about one target (None: a 401 to the app's installation token)."""
         owner, _, name = (quote(part, safe="") for part in target.partition("/"))
         user = quote(login, safe="")
-        op, path = {
-            ("org", False): ("orgs/get-membership-for-authenticated-user", f"/user/memberships/orgs/{owner}"),
-            ("org", True): ("orgs/check-membership-for-user", f"/orgs/{owner}/members/{user}"),
-            ("team", False): (
-                "teams/get-membership-for-user-in-org",
-                f"/orgs/{owner}/teams/{name}/memberships/{user}",
-            ),
-            ("team", True): (
-                "teams/get-membership-for-user-in-org",
-                f"/orgs/{owner}/teams/{name}/memberships/{user}",
-            ),
-            ("repo", False): ("repos/get", f"/repos/{owner}/{name}"),
-            ("repo", True): (
-                "repos/get-collaborator-permission-level",
-                f"/repos/{owner}/{name}/collaborators/{user}/permission",
-            ),
-        }[kind, as_app]
+        op, template, needs = _ASKS[kind, as_app]
+        path = template.format(owner=owner, name=name, user=user)
         reply = await self._github.fetch(op, path, credential=credential)
         if as_app:
             if reply.status == 401:
                 return None
             if (remaining := reply.headers.get("X-RateLimit-Remaining", "")).isdigit():
                 GITHUB_RATE_LIMIT_REMAINING.labels(target.partition("/")[0]).set(int(remaining))
-        what = f"{'organisation' if kind == 'org' else 'team' if kind == 'team' else 'repository'} {target}"
-        needs = _NEEDS[kind, as_app]
+        what = f"{_KINDS[kind]} {target}"
         if kind == "repo":
             return self._level(reply, what, needs, as_app=as_app)
         if as_app and kind == "org":
