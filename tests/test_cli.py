@@ -24,7 +24,7 @@ from gateway.metrics import FLUSH_INTERVAL_ENV
 from gateway.testing.echo import echo_app
 from gateway.testing.fake_github import FakeGitHub
 
-from .support.headers import bearer
+from .support.headers import bearer, status_of
 from .support.metrics import sample
 from .support.processes import REPO, children, eventually, rss_kib, serving
 from .support.sockets import free_port
@@ -209,11 +209,6 @@ async def test_two_workers_share_the_port_and_a_dead_one_is_replaced(
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 20) == 0
     assert not children(proc.pid)
-
-
-async def status_of(url: str, token: str) -> int:
-    async with aiohttp.ClientSession() as session, session.get(url, headers=bearer(token)) as resp:
-        return resp.status
 
 
 @pytest.mark.parametrize("served", [{}, {"workers": 2}], indirect=True, ids=["one-process", "two-workers"])

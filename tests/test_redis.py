@@ -26,7 +26,7 @@ from gateway.identity.cache import IdentityCache
 from gateway.identity.redis import MAX_CONNECTIONS, RedisTier
 
 from .support.clock import FakeClock
-from .support.headers import bearer
+from .support.headers import bearer, status_of
 from .support.processes import REPO, children, eventually, until_listening
 from .support.sockets import free_port
 from .support.world import CLIENT_ID, SECOND_ID, SECOND_SECRET, Gateway, GatewayFactory, World, base_config
@@ -114,11 +114,6 @@ async def replicas(start_gateway: GatewayFactory, redis_server: RedisServer) -> 
 
 async def status(gateway: Gateway, token: str, path: str = "/svc") -> int:
     async with gateway.client.get(path, headers=bearer(token)) as resp:
-        return resp.status
-
-
-async def status_of(session: aiohttp.ClientSession, url: str, token: str) -> int:
-    async with session.get(url, headers=bearer(token)) as resp:
         return resp.status
 
 
@@ -481,7 +476,7 @@ async def test_workers_share_one_check_and_one_logout(
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
 
         async def statuses() -> list[int]:
-            return [await status_of(session, url + "/svc", token) for _ in range(20)]
+            return [await status_of(url + "/svc", token, session=session) for _ in range(20)]
 
         assert await statuses() == [200] * 20
         assert world.github.check_calls(token) == 1
