@@ -26,6 +26,7 @@ from .headers import HeaderRules, request_id
 from .identity import token_id
 from .identity.cache import IdentityCache
 from .identity.redis import RedisTier
+from .identity_token import IdentityTokens
 from .membership import Membership
 from .paths import split_target
 from .policy import CompiledRoute, RouteTable
@@ -77,8 +78,23 @@ class Gateway:
             body_timeout=config.server.body_timeout,
         )
         self.membership = Membership(config, self.github, shared=shared, clock=clock)
+        self.identity_tokens = (
+            IdentityTokens(
+                config.identity_token,
+                max_entries=config.cache.max_entries,
+                signed=metrics.identity_token_signed,
+            )
+            if config.identity_token is not None
+            else None
+        )
         self._groups_header = config.identity_headers.groups if self.membership.groups_known else None
-        self.control = Control(self.auth, self.github, self.cache, self.scoped, self.membership)
+        # the groups are looked up for the groups header, the identity token's claim, or both
+        self._groups_wanted = bool(self.membership.groups_known) and (
+            self._groups_header is not None or self.identity_tokens is not None
+        )
+        self.control = Control(
+            self.auth, self.github, self.cache, self.scoped, self.membership, self.identity_tokens
+        )
         self.access_log = access_log
         self._background: set[asyncio.Task[None]] = set()
         self._control_prefix = config.server.control_prefix.lower()
@@ -143,7 +159,7 @@ class Gateway:
             request, caller.identity if caller else None, record.request_id, record.client
         )
         if caller is not None:
-            headers.extend(await self._groups(caller, record))
+            headers.extend(await self._identity_extras(caller, route, record))
             if route.upstream_token_key is not None:
                 headers["Authorization"] = await self._scoped_authorization(caller, route)
         target = route.upstream_target(path, query)
@@ -174,7 +190,7 @@ class Gateway:
         response = web.Response(status=200)
         if caller is not None:
             response.headers.extend(self.rules.identity_headers(caller.identity))
-            response.headers.extend(await self._groups(caller, record))
+            response.headers.extend(await self._identity_extras(caller, route, record))
             if route.upstream_token_key is not None:
                 response.headers["Authorization"] = await self._scoped_authorization(caller, route)
         return response
@@ -186,12 +202,23 @@ class Gateway:
         record.route = route.route.path
         return route
 
-    async def _groups(self, caller: Caller, record: AccessRecord) -> list[tuple[str, str]]:
-        """`identity_headers.groups`: the configured organisations and teams the caller belongs to."""
-        if self._groups_header is None:
-            return []
-        groups = await self.membership.groups(caller.identity, caller.token, record.membership)
-        return [(self._groups_header, ",".join(groups))] if groups else []
+    async def _identity_extras(
+        self, caller: Caller, route: CompiledRoute, record: AccessRecord
+    ) -> list[tuple[str, str]]:
+        """What follows the identity headers: `identity_headers.groups` (the configured organisations
+        and teams the caller belongs to) and the identity token (DESIGN §11)."""
+        groups = None
+        if self._groups_wanted:
+            groups = await self.membership.groups(caller.identity, caller.token, record.membership)
+        extras = []
+        if groups and self._groups_header is not None:
+            extras.append((self._groups_header, ",".join(groups)))
+        if self.identity_tokens is not None:
+            token = self.identity_tokens.token(
+                caller.identity, caller.digest, route.audience, groups, route.route.path
+            )
+            extras.append((self.identity_tokens.header, token))
+        return extras
 
     async def _scoped_authorization(self, caller: Caller, route: CompiledRoute) -> str:
         spec, key = route.route.upstream_token, route.upstream_token_key

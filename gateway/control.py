@@ -14,16 +14,21 @@ from .errors import GitHubError, MethodNotAllowed, NoRoute, ServiceUnavailable
 from .github import GitHubClient
 from .identity import token_id
 from .identity.cache import IdentityCache
+from .identity_token import IdentityTokens
 from .membership import Membership
 from .upstream_token import ScopedTokens
 
 log = logging.getLogger("gateway.control")
 
 Endpoint = Callable[[web.BaseRequest, Caller, AccessRecord], Awaitable[web.StreamResponse]]
+PublicEndpoint = Callable[[web.BaseRequest], web.StreamResponse]
+# how long upstreams may keep the JWKS: a key rotation keeps the old public key listed longer than this
+JWKS_MAX_AGE = 300
 
 
 class Control:
-    """`whoami` and `logout`: each authenticates its caller, then answers JSON."""
+    """`whoami` and `logout`, which authenticate their caller, then answer JSON; and `jwks.json`, the
+    identity token's public keys, which anyone may read."""
 
     def __init__(
         self,
@@ -32,6 +37,7 @@ class Control:
         cache: IdentityCache,
         scoped: ScopedTokens,
         membership: Membership,
+        identity_tokens: IdentityTokens | None,
     ) -> None:
         self._auth = auth
         self._membership = membership
@@ -42,17 +48,24 @@ class Control:
             "/whoami": ("GET", self._whoami),
             "/logout": ("POST", self._logout),
         }
+        self._public: dict[str, tuple[str, PublicEndpoint]] = {}
+        if identity_tokens is not None:
+            self._identity_tokens = identity_tokens
+            self._public["/jwks.json"] = ("GET", self._jwks)
 
     async def handle(
         self, request: web.BaseRequest, subpath: str, record: AccessRecord
     ) -> web.StreamResponse:
         """Serve `control_prefix + subpath` (`subpath` lower-case, without a trailing slash)."""
+        public = self._public.get(subpath)
+        if public is not None:
+            _check_method(request, public[0])
+            return public[1](request)
         found = self._endpoints.get(subpath)
         if found is None:
             raise NoRoute()
         method, endpoint = found
-        if request.method != method and not (method == "GET" and request.method == "HEAD"):
-            raise MethodNotAllowed(method)
+        _check_method(request, method)
         caller = await self._auth.authenticate(request.headers, client=record.client)
         assert caller is not None
         record.user, record.token_id = caller.identity.login, token_id(caller.digest)
@@ -67,6 +80,13 @@ class Control:
                 await self._membership.groups(caller.identity, caller.token, record.membership)
             )
         return web.json_response(shown, dumps=json.dumps)
+
+    def _jwks(self, request: web.BaseRequest) -> web.StreamResponse:
+        tokens = self._identity_tokens
+        headers = {"Cache-Control": f"public, max-age={JWKS_MAX_AGE}", "ETag": tokens.jwks_etag}
+        if tokens.jwks_etag in request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=tokens.jwks, content_type="application/json", headers=headers)
 
     async def _logout(
         self, request: web.BaseRequest, caller: Caller, _record: AccessRecord
@@ -86,3 +106,8 @@ class Control:
             )
         await self._scoped.revoke_minted_from(caller.digest)
         return web.json_response({"revoked": True, "login": caller.identity.login}, dumps=json.dumps)
+
+
+def _check_method(request: web.BaseRequest, method: str) -> None:
+    if request.method != method and not (method == "GET" and request.method == "HEAD"):
+        raise MethodNotAllowed(method)

@@ -84,6 +84,8 @@ _DEFAULT_IDENTITY_NAMES = (
     "x-auth-scopes",
     "x-auth-token-expires-at",
     "x-auth-client-id",
+    "x-auth-groups",
+    "x-auth-jwt",
 )
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # a DNS name or IPv4 address, or a bracketed IPv6 one, and an optional port
@@ -139,6 +141,8 @@ class HeaderRules:
         names = config.identity_headers
         # SECURITY: every spelling of an identity header a caller sends is dropped, configured or default
         configured = {fold(n) for n in names.model_dump().values() if n}
+        if config.identity_token is not None:
+            configured.add(fold(config.identity_token.header))
         always = (
             HOP_BY_HOP
             | _GATEWAY_SET

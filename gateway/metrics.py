@@ -63,6 +63,11 @@ GITHUB_SECONDS = Histogram(
     ["endpoint"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+IDENTITY_TOKENS_SIGNED = Counter(
+    "gateway_identity_tokens_signed_total",
+    "Identity tokens signed (a held one reused is not counted), by route.",
+    ["route"],
+)
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Upstream failures, by route and kind.", ["route", "kind"]
 )
@@ -201,6 +206,17 @@ def observe_request(
         UPSTREAM_ERRORS.labels(route or "", _UPSTREAM_FAILURES[refused]).inc()
     if error is not None:
         UPSTREAM_ERRORS.labels(route or "", _UPSTREAM_FAILURES[error]).inc()
+
+
+_signed_by_route: dict[str, Any] = {}
+
+
+def identity_token_signed(route: str) -> None:
+    """One identity token signed for `route`."""
+    child = _signed_by_route.get(route)
+    if child is None:
+        child = _signed_by_route[route] = IDENTITY_TOKENS_SIGNED.labels(route)
+    TALLY.count(child)
 
 
 def github_observer(endpoint: str, status: int | None, seconds: float) -> None:

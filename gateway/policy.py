@@ -73,6 +73,7 @@ class CompiledRoute:
     repos: Mapping[str, str]  # repository -> the lowest level that admits
     methods: frozenset[str]
     upstream_token_key: bytes | None  # digest of the route's upstream_token spec
+    audience: str  # the identity token's `aud`: the route's audience, else the upstream's origin
 
     @classmethod
     def build(cls, route: Route) -> CompiledRoute:
@@ -97,6 +98,7 @@ class CompiledRoute:
                 if route.upstream_token
                 else None
             ),
+            audience=route.audience or _origin(parts.scheme, parts.hostname or "", parts.port),
         )
 
     def upstream_target(self, path: str, query: str) -> str:
@@ -144,3 +146,12 @@ class RouteTable:
             if route is not None or key == "/":
                 return route
             key = key[: key.rindex("/")] or "/"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(scheme: str, host: str, port: int | None) -> str:
+    """RFC 6454's serialisation of an origin: scheme://host, and :port unless the scheme's default."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}" if port in (None, _DEFAULT_PORTS[scheme]) else f"{scheme}://{shown}:{port}"

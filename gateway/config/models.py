@@ -37,7 +37,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from ..headers import refused_as_identity_header
+from ..headers import fold, refused_as_identity_header
+from ..signing_keys import KeyProblem, load_public_jwk, load_signing_key
 
 # ---------------------------------------------------------------------------------------------------
 # Scalars
@@ -395,6 +396,42 @@ class IdentityHeaders(_Model):
         return self
 
 
+def _claim_text(value: str) -> str:
+    # a JWT's iss and aud are compared as exact strings by every verifier: no stray whitespace
+    if not value or value != value.strip() or any(c < " " or c == "\x7f" for c in value):
+        raise ValueError(f"expected a non-empty string without surrounding whitespace, got {value!r}")
+    return value
+
+
+ClaimText = Annotated[str, AfterValidator(_claim_text)]
+
+
+class IdentityTokenConfig(_Model):
+    """The signed identity token upstreams verify (`identity_token`, DESIGN §11)."""
+
+    header: HeaderName = "X-Auth-Jwt"
+    signing_key_file: str
+    previous_public_keys: tuple[str, ...] = ()
+    issuer: ClaimText
+    ttl: Annotated[PositiveDuration, Field(le=86400.0)] = 60.0
+
+    @model_validator(mode="after")
+    def _keys_usable(self) -> IdentityTokenConfig:
+        problems: list[tuple[Loc, str, object]] = []
+        try:
+            load_signing_key(self.signing_key_file)
+        except KeyProblem as exc:
+            problems.append((("signing_key_file",), str(exc), self.signing_key_file))
+        for i, path in enumerate(self.previous_public_keys):
+            try:
+                load_public_jwk(path)
+            except KeyProblem as exc:
+                problems.append((("previous_public_keys", i), str(exc), path))
+        if problems:
+            raise _invalid("IdentityTokenConfig", problems)
+        return self
+
+
 class RateLimitConfig(_Model):
     failed_auth_per_minute: Int = Field(30, ge=0)
 
@@ -438,6 +475,7 @@ class Route(_Model):
     strip_prefix: bool = False
     timeout: Duration = 60.0
     upstream_token: UpstreamTokenConfig | None = None
+    audience: ClaimText | None = None
 
     @model_validator(mode="after")
     def _auth_consistent(self) -> Route:
@@ -461,6 +499,7 @@ class Config(_Model):
     github: GitHubConfig
     cache: CacheConfig = CacheConfig()
     identity_headers: IdentityHeaders = IdentityHeaders()
+    identity_token: IdentityTokenConfig | None = None
     pass_authorization: bool = False
     rate_limit: RateLimitConfig = RateLimitConfig()
     routes: tuple[Route, ...] = Field(min_length=1)
@@ -485,3 +524,14 @@ class Config(_Model):
         if problems:
             raise _invalid("Config", problems)
         return v
+
+    @model_validator(mode="after")
+    def _identity_token_header_distinct(self) -> Config:
+        if self.identity_token is None:
+            return self
+        name = self.identity_token.header
+        for field, other in self.identity_headers.model_dump().items():
+            if other and fold(other) == fold(name):
+                msg = f"expected a header name distinct from identity_headers.{field}, got {name!r}"
+                raise _invalid("Config", [(("identity_token", "header"), msg, name)])
+        return self

@@ -1,0 +1,113 @@
+"""The identity token (DESIGN §11): a JWT of the caller's identity that upstreams verify against
+`/_gateway/jwks.json`, so that an identity header written by anything that did not pass the gateway is
+worth nothing.
+
+Signing is PyJWT's (with `cryptography`); the keys are `signing_keys`'. A token is signed once per
+(caller's GitHub token, audience) and reused while more than half of its lifetime remains and what it
+says (the identity, the groups) is unchanged: a cache hit costs a dictionary lookup, not a signature.
+`exp` is `iat` + `ttl`, never past the GitHub token's own `expires_at`. The JWKS document is built once
+per config: the current key first, then the previous public keys (rotation: README, Verifying the
+identity token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jwt
+
+from .config import IdentityTokenConfig
+from .identity import Identity
+from .signing_keys import load_public_jwk, load_signing_key
+
+
+class _Issued(NamedTuple):
+    token: str
+    renew_at: float
+    identity: Identity
+    groups: tuple[str, ...] | None
+
+
+class IdentityTokens:
+    """Identity tokens for one config: signed as needed, reused per (caller, audience), and the JWKS."""
+
+    def __init__(
+        self,
+        config: IdentityTokenConfig,
+        *,
+        max_entries: int,
+        signed: Callable[[str], None] = lambda route: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.header = config.header
+        self._key = load_signing_key(config.signing_key_file)  # checked when the config was loaded
+        keys = {self._key.kid: self._key.jwk}
+        for path in config.previous_public_keys:
+            jwk = load_public_jwk(path)
+            keys.setdefault(jwk["kid"], jwk)  # the new key listed ahead of its use, then still listed
+        self.jwks = json.dumps({"keys": list(keys.values())}, separators=(",", ":")).encode()
+        self.jwks_etag = '"' + hashlib.sha256(self.jwks).hexdigest()[:32] + '"'
+        self._issuer = config.issuer
+        self._ttl = config.ttl
+        self._max_entries = max_entries
+        self._signed = signed
+        self._clock = clock
+        self._issued: dict[tuple[bytes, str], _Issued] = {}
+
+    def __repr__(self) -> str:
+        return f"<IdentityTokens {self._key!r}: {len(self._issued)} held>"
+
+    def token(
+        self,
+        identity: Identity,
+        digest: bytes,
+        audience: str,
+        groups: tuple[str, ...] | None,
+        route: str,
+    ) -> str:
+        """The identity token for a caller (`digest`: their GitHub token's) on a route's `audience`;
+        `groups` None when no organisation or team is configured (the claim is left out)."""
+        now = self._clock()
+        key = (digest, audience)
+        held = self._issued.get(key)
+        if held is not None and now < held.renew_at and held.identity == identity and held.groups == groups:
+            return held.token
+        token, renew_at = self._sign(identity, audience, groups, now)
+        if held is None and len(self._issued) >= self._max_entries:
+            del self._issued[next(iter(self._issued))]  # the oldest: past its renewal, most likely
+        self._issued[key] = _Issued(token, renew_at, identity, groups)
+        self._signed(route)
+        return token
+
+    def _sign(
+        self, identity: Identity, audience: str, groups: tuple[str, ...] | None, now: float
+    ) -> tuple[str, float]:
+        issued_at = int(now)
+        expires = issued_at + self._ttl
+        if identity.expires_at is not None:
+            expires = min(expires, identity.expires_at)
+        expires_at = math.floor(expires)
+        claims: dict[str, object] = {
+            "iss": self._issuer,
+            "sub": str(identity.user_id),
+            "aud": audience,
+            "iat": issued_at,
+            "nbf": issued_at,
+            "exp": expires_at,
+            "jti": secrets.token_urlsafe(16),
+            "login": identity.login,
+            "scopes": list(identity.scopes),
+            "client_id": identity.client_id,
+        }
+        if groups is not None:
+            claims["groups"] = list(groups)
+        token = jwt.encode(
+            claims, self._key.private, algorithm=self._key.algorithm, headers={"kid": self._key.kid}
+        )
+        return token, issued_at + (expires_at - issued_at) / 2
