@@ -19,13 +19,14 @@ UPLOAD_RSS_MIB = 64
 UPLOAD_VS_DIRECT = 0.5
 WORKERS_SCALING = 1.6
 GATED_VS_PLAIN = 0.9  # issue 11: a route gated by an org and a team costs at most 10% of cache-hit speed
+SIGNED_VS_PLAIN = 0.9  # issue 12: signing is not paid per request, so the identity token costs little
 
 
 @dataclass
 class Row:
     """One target of the table: loaded with the same generator and concurrency as every other."""
 
-    key: str  # a..g
+    key: str  # a..h
     name: str
     url: str
     load: LoadResult | None = None
@@ -214,6 +215,15 @@ def checks(results: Results) -> list[Check]:
                 f"org + team route cache hits >= {GATED_VS_PLAIN} x (e)",
                 not (e.errors or g.errors) and g.rps >= GATED_VS_PLAIN * e.rps,
                 f"{g.rps:.0f} vs {e.rps:.0f} = {g.rps / e.rps:.2f}x",
+            )
+        )
+    h = _row(results, "h")
+    if e is not None and h is not None:
+        found.append(
+            Check(
+                f"identity token on, cache hits >= {SIGNED_VS_PLAIN} x (e), off",
+                not (e.errors or h.errors) and h.rps >= SIGNED_VS_PLAIN * e.rps,
+                f"{h.rps:.0f} vs {e.rps:.0f} = {h.rps / e.rps:.2f}x",
             )
         )
     herd = results.herds.get("gateway")

@@ -51,7 +51,7 @@ from .report import Results, Row, UploadReport, WorkersReport, checks, render, w
 
 T = TypeVar("T")
 PORTS = (
-    *("github", "upstream", "bare", "naive", "gateway", "auth_request", "forward_auth", "gated"),
+    *("github", "upstream", "bare", "naive", "gateway", "auth_request", "forward_auth", "gated", "signed"),
     *("sink", "upload_gateway", "workers_1", "workers_2"),
 )
 GITHUB_LATENCY = 0.05
@@ -191,6 +191,10 @@ def start_servers(lab: Lab) -> None:
     started["naive"] = servers.start_peer(procs, "naive-gateway", lab.ports["naive"], upstream, github)
     lab.start_gateway("gateway", "gateway", "upstream", max_concurrent_checks=s.miss_concurrency)
     lab.start_gateway("gated", "gated", "upstream", policy={"orgs": ["acme"], "teams": ["acme/sre"]})
+    key = servers.signing_key(lab.workdir)
+    lab.start_gateway(
+        "signed", "signed", "upstream", identity_token={"signing_key_file": key, "issuer": "bench"}
+    )
     procs.wait_ready(started.values())
 
 
@@ -211,6 +215,7 @@ def measure_table(lab: Lab, forward_auth: str | None) -> list[Row]:
         ("e", "gateway, reverse proxy, cache hits", "gateway", ["gateway"], ""),
         ("f", "nginx auth_request -> gateway forward-auth", "forward_auth", ["nginx", "gateway"], no_nginx),
         ("g", "gateway, cache hits, route gated by an org and a team", "gated", ["gated"], ""),
+        ("h", "gateway, cache hits, identity token signed (ES256)", "signed", ["signed"], ""),
     ]
     rows, measurable = [], []
     for key, name, port, server, skipped in spec:

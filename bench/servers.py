@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from .peers import CLIENT_ID, CLIENT_SECRET
 from .procs import HOST, Proc, Processes
@@ -90,9 +92,10 @@ def gateway_config(
     max_concurrent_checks: int = 32,
     route_timeout: str = "60s",
     policy: Mapping[str, object] | None = None,
+    identity_token: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     """A `gateway.yaml` for the benchmark: one app (the fake's), one route `/` (with `policy`: who may
-    pass), no admin, no rate limit."""
+    pass), no admin, no rate limit; with `identity_token`, signing one."""
     return {
         "server": {"host": HOST, "port": port, "workers": workers, "shutdown_timeout": "2s"},
         "admin": None,
@@ -103,8 +106,21 @@ def gateway_config(
         },
         "cache": {"ttl": "5m"},
         "rate_limit": {"failed_auth_per_minute": 0},
+        "identity_token": identity_token,
         "routes": [{"path": "/", "upstream": upstream, "timeout": route_timeout, **(policy or {})}],
     }
+
+
+def signing_key(workdir: Path) -> str:
+    """An EC P-256 private key for the identity token, written to `workdir`; its path."""
+    path = workdir / "identity-token.pem"
+    key = ec.generate_private_key(ec.SECP256R1())
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(path)
 
 
 def start_gateway(

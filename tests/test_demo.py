@@ -11,9 +11,11 @@ import sys
 from urllib.parse import urlsplit
 
 import aiohttp
+from joserfc.jwk import KeySet
 
 from .support.processes import REPO
 from .support.sockets import free_port
+from .support.verifier import decode
 
 
 async def test_demo_prints_curl_commands_that_work_and_stops_on_ctrl_c() -> None:
@@ -37,7 +39,7 @@ async def test_demo_prints_curl_commands_that_work_and_stops_on_ctrl_c() -> None
         text = "".join(printed)
         commands = re.findall(r"^curl (-s|-si) (\S+)(?: -H 'Authorization: Bearer (\S+)')?$", text, re.M)
         assert len(commands) >= 5, text
-        statuses, refusals, groups = [], [], []
+        statuses, refusals, groups, identity_tokens = [], [], [], []
         async with aiohttp.ClientSession() as session:
             for _, url, token in commands:
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -48,10 +50,15 @@ async def test_demo_prints_curl_commands_that_work_and_stops_on_ctrl_c() -> None
                     if resp.status == 200 and "whoami" not in url and token:
                         echoed = dict((await resp.json())["headers"])
                         assert "X-Auth-User" in echoed
+                        identity_tokens.append(echoed["X-Auth-Jwt"])
                         groups.append((urlsplit(url).path, echoed.get("X-Auth-Groups")))
+                    if url.endswith("/jwks.json"):
+                        keys = KeySet.import_key_set(await resp.json())
         # oauth token, GitHub App token, revoked, none, whoami, public, GitHub App token lacking a scope,
-        # then a member and a non-member of the organisation acme (/internal) and of the team acme/sre (/ops)
-        assert statuses == [200, 200, 401, 401, 200, 200, 403, 200, 403, 200, 403]
+        # then a member and a non-member of the organisation acme (/internal) and of the team acme/sre (/ops),
+        # and the identity token's public keys
+        assert statuses == [200, 200, 401, 401, 200, 200, 403, 200, 403, 200, 403, 200]
+        assert [decode(t, keys).claims["iss"] for t in identity_tokens] == ["gateway-demo"] * 4
         assert refusals == ["insufficient_scope", "forbidden", "forbidden"]
         # octocat is on acme/sre (so in acme), defunkt in acme only; monalisa's GitHub App is not installed
         sre = "acme,acme/sre"

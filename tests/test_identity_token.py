@@ -4,6 +4,7 @@ token anything else forged, replayed or stretched is refused there."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -26,6 +27,7 @@ from gateway.identity_token import IdentityTokens
 
 from .support.headers import bearer
 from .support.metrics import value
+from .support.processes import REPO
 from .support.verifier import KINDS, VerifyingUpstream, kid_of, write_key
 from .support.world import CLIENT_ID, Gateway, GatewayFactory, World
 
@@ -353,3 +355,32 @@ def test_tokens_held_are_bounded(tmp_path: Path) -> None:
 
     assert "2 held" in repr(tokens)
     assert tokens.token(alice, b"a", "aud", None, "/") != first  # the oldest was let go
+
+
+async def test_the_readmes_python_verifier_works_as_written(
+    start_gateway: GatewayFactory, world: World, upstream: VerifyingUpstream, tmp_path: Path
+) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("**Verifying it in Python**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    key, _, _ = write_key(tmp_path, "signing", "ed25519")
+    gateway = await start_gateway(
+        identity_token={"signing_key_file": str(key), "issuer": "https://gw.example.com"},
+        routes=[{"path": "/", "upstream": upstream.url, "audience": "billing"}],
+    )
+    jwks_url = str(gateway.client.make_url("/_gateway/jwks.json"))
+    namespace: dict[str, Any] = {}
+    exec(snippet.replace("https://gw.example.com/_gateway/jwks.json", jwks_url), namespace)  # noqa: S102
+    token = world.github.add_token("alice", 7)
+    resp = await gateway.client.get("/_gateway/auth", headers={**bearer(token), "X-Original-URI": "/x"})
+
+    claims = await asyncio.to_thread(namespace["caller"], resp.headers)
+
+    assert (claims["login"], claims["aud"]) == ("alice", "billing")
+    kid = kid_of(resp.headers["X-Auth-Jwt"])
+    for refused in (
+        {"X-Auth-Jwt": _hs256(claims, kid, b"secret")},
+        {"X-Auth-Jwt": _hs256(claims, "k", b"")},
+        {},
+    ):
+        with pytest.raises(pyjwt.PyJWTError):
+            await asyncio.to_thread(namespace["caller"], refused)

@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import config as config_module
 from ..app import open_gateway
-from ..config import Config, Route
+from ..config import Config, IdentityTokenConfig, Route
 from ..stopping import stop_event
 from ..wire import make_server
 from .echo import echo_app
@@ -39,6 +43,22 @@ def demo_config(config: Config, *, github_url: str, upstream_url: str) -> Config
     github = config.github.model_copy(update={"api_url": github_url})
     routes = tuple(r.model_copy(update={"upstream": upstream_url}) for r in config.routes)
     return config.model_copy(update={"github": github, "routes": routes})
+
+
+def with_identity_token(config: Config, directory: Path) -> Config:
+    """The config signing identity tokens: with its own `identity_token`, else with a new EC P-256 key
+    written to `directory` (DESIGN §11)."""
+    if config.identity_token is not None:
+        return config
+    key = directory / "identity-token.pem"
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key.chmod(0o600)
+    signing = IdentityTokenConfig(signing_key_file=str(key), issuer="gateway-demo")
+    return config.model_copy(update={"identity_token": signing})
 
 
 def gated_routes(config: Config) -> tuple[Route | None, Route | None]:
@@ -132,6 +152,13 @@ def instructions(base: str, tokens: Mapping[str, str], config: Config) -> str:
             f"# defunkt is in {team.partition('/')[0]} but not on {team}: 403 forbidden",
             f"curl -si {base}{by_team.path} -H 'Authorization: Bearer {tokens['org_member']}'",
         ]
+    if config.identity_token is not None:
+        lines += [
+            f"# each upstream answer above with a caller shows {config.identity_token.header}: the"
+            " gateway's signed JWT of them;",
+            "# upstreams verify it with the public keys published here (README: The identity token)",
+            f"curl -s {base}{config.server.control_prefix}/jwks.json",
+        ]
     lines += ["", "Ctrl-C stops the demo."]
     return "\n".join(lines)
 
@@ -151,6 +178,8 @@ async def run_demo(path: str | None) -> None:
         config = demo_config(
             config, github_url=f"http://127.0.0.1:{github_port}", upstream_url=f"http://127.0.0.1:{echo_port}"
         )
+        keys = stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-demo-"))
+        config = with_identity_token(config, Path(keys))
         gateway = await stack.enter_async_context(open_gateway(config))
         server = make_server(gateway.handle, config.server)
         runner, port = await _start(web.ServerRunner(server), host, config.server.port)
