@@ -84,7 +84,10 @@ class Control:
     def _jwks(self, request: web.BaseRequest) -> web.StreamResponse:
         tokens = self._identity_tokens
         headers = {"Cache-Control": f"public, max-age={JWKS_MAX_AGE}", "ETag": tokens.jwks_etag}
-        if tokens.jwks_etag in request.headers.get("If-None-Match", ""):
+        wanted = {
+            tag.strip().removeprefix("W/") for tag in request.headers.get("If-None-Match", "").split(",")
+        }
+        if tokens.jwks_etag in wanted or "*" in wanted:
             return web.Response(status=304, headers=headers)
         return web.Response(body=tokens.jwks, content_type="application/json", headers=headers)
 
