@@ -17,10 +17,10 @@ from multidict import CIMultiDictProxy
 
 from . import metrics
 from .accesslog import AccessLog, AccessRecord
-from .auth import Authenticator, Caller, authorization
+from .auth import Authenticator, Caller, SignInHelp, authorization
 from .config import Config
 from .control import Control
-from .errors import BadRequest, InternalError, NoRoute, Refusal
+from .errors import BadRequest, InternalError, InvalidToken, NoRoute, Refusal, Unauthenticated
 from .github import GitHubClient
 from .headers import HeaderRules, request_id
 from .identity import token_id
@@ -32,6 +32,7 @@ from .paths import split_target
 from .policy import CompiledRoute, RouteTable
 from .ratelimit import FailedAuthLimiter
 from .responses import refusal_response
+from .signin import Redirect, SignIn
 from .upstream.forwarding import ANSWER_BUFSIZE, Forwarder, upstream_session
 from .upstream.pool import UpstreamPool
 from .upstream_token import ScopedTokens
@@ -66,7 +67,14 @@ class Gateway:
         )
         self.cache = IdentityCache(config.cache, self.github, shared=shared, clock=clock)
         limiter = FailedAuthLimiter(config.rate_limit.failed_auth_per_minute, clock=clock)
-        self.auth = Authenticator(self.cache, limiter, retry_after=self.github.retry_after)
+        self.sign_in = SignIn(config, github, limiter)
+        self.auth = Authenticator(
+            self.cache,
+            limiter,
+            retry_after=self.github.retry_after,
+            cookies=self.sign_in.credentials if config.sessions is not None else None,
+            help=sign_in_help(config),
+        )
         self.scoped = ScopedTokens(
             self.github, config.cache, retry_after=self.github.retry_after, clock=clock
         )
@@ -93,7 +101,13 @@ class Gateway:
             self._groups_header is not None or self.identity_tokens is not None
         )
         self.control = Control(
-            self.auth, self.github, self.cache, self.scoped, self.membership, self.identity_tokens
+            self.auth,
+            self.github,
+            self.cache,
+            self.scoped,
+            self.membership,
+            self.identity_tokens,
+            self.sign_in,
         )
         self.access_log = access_log
         self._background: set[asyncio.Task[None]] = set()
@@ -154,7 +168,7 @@ class Gateway:
                 return await self._forward_auth(request, record, path[len(self._control_prefix) + 5 :])
             return await self.control.handle(request, subpath, record)
         route = self._route(path, record)
-        caller = await self._admit(request, request.method, route, record)
+        caller = await self._admit(request, request.method, route, record, request.raw_path)
         headers = self.rules.upstream_request_headers(
             request, caller.identity if caller else None, record.request_id, record.client
         )
@@ -163,9 +177,10 @@ class Gateway:
             if route.upstream_token_key is not None:
                 headers["Authorization"] = await self._scoped_authorization(caller, route)
         target = route.upstream_target(path, query)
+        also = _set_cookie(caller)
         if _is_websocket(request):
-            return await self.forwarder.websocket(request, route, target, headers)
-        response = await self.forwarder.forward(request, route, target, headers, record)
+            return await self.forwarder.websocket(request, route, target, headers, also)
+        response = await self.forwarder.forward(request, route, target, headers, record, also)
         record.upstream_status = response.status
         return response
 
@@ -181,13 +196,14 @@ class Gateway:
         (`original`, normalised with the rest), which then wins.
         """
         if original is not None:
-            path, method = original, request.method
+            path, method, back_to = original, request.method, original + _query(request.raw_path)
         else:
             path, method = self._forward_auth_family.original(request.headers)
+            back_to = request.headers[self._forward_auth_family.uri]
         record.path = path
         route = self._route(path, record)
-        caller = await self._admit(request, method, route, record)
-        response = web.Response(status=200)
+        caller = await self._admit(request, method, route, record, back_to)
+        response = web.Response(status=200, headers=_set_cookie(caller))
         if caller is not None:
             response.headers.extend(self.rules.identity_headers(caller.identity))
             response.headers.extend(await self._identity_extras(caller, route, record))
@@ -227,18 +243,36 @@ class Gateway:
         return f"Bearer {scoped}"
 
     async def _admit(
-        self, request: web.BaseRequest, method: str, route: CompiledRoute, record: AccessRecord
+        self,
+        request: web.BaseRequest,
+        method: str,
+        route: CompiledRoute,
+        record: AccessRecord,
+        back_to: str,
     ) -> Caller | None:
         """The route's policy for `method`: authenticate as its auth mode says, then method, scopes,
-        and who may pass (users and ids here, organisations, teams and repositories asked of GitHub)."""
+        and who may pass (users and ids here, organisations, teams and repositories asked of GitHub).
+        A browser without usable credentials on a `browser_login` route is sent to sign in, to come
+        back to `back_to` (the original path and query)."""
         mode = route.route.auth
         if mode == "none" or (route.route.skip_auth_preflight and _is_preflight(request, method)):
             authorization(request.headers)  # not read, but two of them are refused all the same
             route.check_method(method)
             return None
-        caller = await self.auth.authenticate(
-            request.headers, client=record.client, required=mode == "required"
-        )
+        try:
+            caller = await self.auth.authenticate(
+                request.headers, client=record.client, required=mode == "required"
+            )
+        except (Unauthenticated, InvalidToken):
+            if (
+                route.route.browser_login
+                and _is_browser(request, method)
+                and "Authorization" not in request.headers
+            ):
+                raise Redirect(
+                    self.sign_in.sign_in_location(back_to), "sign in with GitHub to continue"
+                ) from None
+            raise
         route.check_method(method)
         if caller is not None:
             record.user, record.token_id = caller.identity.login, token_id(caller.digest)
@@ -282,6 +316,15 @@ FORWARD_AUTH_FAMILIES = {
 }
 
 
+def sign_in_help(config: Config) -> SignInHelp:
+    """What a 401 says about getting a token of this gateway's app (DESIGN §12)."""
+    prefix = config.server.control_prefix
+    gateway = config.server.public_url or "<this gateway's URL>"
+    return SignInHelp(
+        f"get one with `gateway auth login --gateway {gateway}`", f'<{prefix}/sign-in/config>; rel="help"'
+    )
+
+
 def _internal_error(exc: Exception, request: web.BaseRequest, record: AccessRecord) -> InternalError:
     """A bug of the gateway's own, logged; what its caller is told (a JSON 500)."""
     # SECURITY: the exception's text may quote what the request carried: its type and where it was
@@ -298,6 +341,21 @@ def _internal_error(exc: Exception, request: web.BaseRequest, record: AccessReco
     if request.writer.output_size > 0 and request.transport is not None:
         request.transport.close()  # the answer had begun: a cut connection is all that can be said
     return InternalError("the gateway failed to handle this request", close=True)
+
+
+def _set_cookie(caller: Caller | None) -> list[tuple[str, str]]:
+    """The Set-Cookie of a session cookie whose token was refreshed on the way in, if any."""
+    return [("Set-Cookie", caller.set_cookie)] if caller is not None and caller.set_cookie else []
+
+
+def _query(target: str) -> str:
+    _, sep, query = target.partition("?")
+    return sep + query
+
+
+def _is_browser(request: web.BaseRequest, method: str) -> bool:
+    """A browser navigating (DESIGN §4: Accept: text/html): it can follow a redirect to sign in."""
+    return method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
 
 
 def _is_websocket(request: web.BaseRequest) -> bool:

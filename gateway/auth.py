@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from multidict import CIMultiDictProxy
@@ -15,7 +15,6 @@ from .errors import (
     GitHubError,
     InvalidToken,
     ServiceUnavailable,
-    TooManyRequests,
     Unauthenticated,
 )
 from .identity import Identity, token_digest, well_formed_token
@@ -52,11 +51,25 @@ def bearer_token(headers: CIMultiDictProxy[str]) -> str | None:
 
 
 class Caller(NamedTuple):
-    """An authenticated caller: who, and the credential they came with (kept only for this request)."""
+    """An authenticated caller: who, and the credential they came with (kept only for this request);
+    `set_cookie` re-issues a session cookie whose token was refreshed (DESIGN §12)."""
 
     identity: Identity
     token: str
     digest: bytes
+    set_cookie: str | None = None
+
+
+# A request's session cookie: its GitHub token and the Set-Cookie to send back (None: unchanged), or None
+CookieSource = Callable[[CIMultiDictProxy[str]], Awaitable[tuple[str, str | None] | None]]
+
+
+class SignInHelp(NamedTuple):
+    """What a 401 says about signing in: a sentence naming the command, and a `Link` to the
+    configuration a CLI reads."""
+
+    sentence: str
+    link: str
 
 
 class Authenticator:
@@ -68,8 +81,12 @@ class Authenticator:
         limiter: FailedAuthLimiter,
         *,
         retry_after: Callable[[], int],
+        cookies: CookieSource | None = None,
+        help: SignInHelp | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self._cookies = cookies
+        self._help = help
         self._cache = cache
         self._limiter = limiter
         self._retry_after = retry_after
@@ -88,9 +105,9 @@ class Authenticator:
                 "GitHub is unavailable and this token is not cached", retry_after=self._retry_after()
             ) from exc
         if identity is None:
-            raise InvalidToken()
+            raise self._invalid("the token is malformed, invalid, expired or revoked")
         if self._expired(identity):
-            raise InvalidToken("the token has expired")
+            raise self._invalid("the token has expired")
         return identity
 
     async def authenticate(
@@ -104,17 +121,35 @@ class Authenticator:
         try:
             token = bearer_token(headers)
         except InvalidToken:
-            self._reserve(client)  # a malformed token is a failure, whose judging costs no call
+            # a malformed token is a failure, whose judging costs no call
+            self._limiter.reserve_or_refuse(client)
             raise
+        set_cookie = None
+        if token is None and self._cookies is not None:  # an Authorization header, when present, wins
+            found = await self._cookies(headers)
+            if found is not None:
+                token, set_cookie = found
         if token is None:
             if required:
-                raise Unauthenticated()
+                raise self._unauthenticated()
             return None
         digest = token_digest(token)
         known = self._cache.fresh_identity(digest)
         if known is not None and not self._expired(known):
-            return Caller(known, token, digest)  # the cache-hit path: nothing else to ask
-        return Caller(await self._paid_identify(token, digest, client), token, digest)
+            return Caller(known, token, digest, set_cookie)  # the cache-hit path: nothing else to ask
+        return Caller(await self._paid_identify(token, digest, client), token, digest, set_cookie)
+
+    def _unauthenticated(self) -> Unauthenticated:
+        if self._help is None:
+            return Unauthenticated()
+        return Unauthenticated(
+            f"this route requires a GitHub token: {self._help.sentence}", link=self._help.link
+        )
+
+    def _invalid(self, what: str) -> InvalidToken:
+        if self._help is None:
+            return InvalidToken(what)
+        return InvalidToken(f"{what}: {self._help.sentence}", link=self._help.link)
 
     async def _paid_identify(self, token: str, digest: bytes, client: str) -> Identity:
         """`identify`, paid for from the client address's failed-authentication budget."""
@@ -129,7 +164,7 @@ class Authenticator:
         # SECURITY: a check is paid for before it is made, so a burst of junk tokens from one address
         # makes at most its budget of calls. A valid token, or no answer from GitHub, is no failed
         # authentication and is paid back; a caller that leaves mid-check is not: its call was made.
-        self._reserve(client)
+        self._limiter.reserve_or_refuse(client)
         try:
             identity = await self.identify(token, digest)
         except ServiceUnavailable:
@@ -140,8 +175,3 @@ class Authenticator:
 
     def _expired(self, identity: Identity) -> bool:
         return identity.expires_at is not None and identity.expires_at <= self._wall_clock()
-
-    def _reserve(self, client: str) -> None:
-        wait = self._limiter.reserve(client)
-        if wait is not None:
-            raise TooManyRequests("too many failed authentications from this address", retry_after=wait)

@@ -16,19 +16,20 @@ from .identity import token_id
 from .identity.cache import IdentityCache
 from .identity_token import IdentityTokens
 from .membership import Membership
+from .signin import SignIn
 from .upstream_token import ScopedTokens
 
 log = logging.getLogger("gateway.control")
 
 Endpoint = Callable[[web.BaseRequest, Caller, AccessRecord], Awaitable[web.StreamResponse]]
-PublicEndpoint = Callable[[web.BaseRequest], web.StreamResponse]
+PublicEndpoint = Callable[[web.BaseRequest, AccessRecord], Awaitable[web.StreamResponse]]
 # how long upstreams may keep the JWKS: a key rotation keeps the old public key listed longer than this
 JWKS_MAX_AGE = 300
 
 
 class Control:
-    """`whoami` and `logout`, which authenticate their caller, then answer JSON; and `jwks.json`, the
-    identity token's public keys, which anyone may read."""
+    """`whoami` and `logout`, which authenticate their caller, then answer JSON; and what anyone may
+    ask: `jwks.json` (the identity token's public keys) and sign-in's endpoints (DESIGN §12)."""
 
     def __init__(
         self,
@@ -38,7 +39,9 @@ class Control:
         scoped: ScopedTokens,
         membership: Membership,
         identity_tokens: IdentityTokens | None,
+        sign_in: SignIn,
     ) -> None:
+        self._sign_in = sign_in
         self._auth = auth
         self._membership = membership
         self._github = github
@@ -48,7 +51,12 @@ class Control:
             "/whoami": ("GET", self._whoami),
             "/logout": ("POST", self._logout),
         }
-        self._public: dict[str, tuple[str, PublicEndpoint]] = {}
+        self._public: dict[str, tuple[str, PublicEndpoint]] = {
+            "/sign-in/config": ("GET", self._sign_in_config),
+            "/sign-in": ("GET", lambda request, _: sign_in.start(request)),
+            "/callback": ("GET", lambda request, _: sign_in.callback(request)),
+            "/refresh": ("POST", lambda request, record: sign_in.refresh(request, record.client)),
+        }
         if identity_tokens is not None:
             self._identity_tokens = identity_tokens
             self._public["/jwks.json"] = ("GET", self._jwks)
@@ -60,7 +68,7 @@ class Control:
         public = self._public.get(subpath)
         if public is not None:
             _check_method(request, public[0])
-            return public[1](request)
+            return await public[1](request, record)
         found = self._endpoints.get(subpath)
         if found is None:
             raise NoRoute()
@@ -69,7 +77,10 @@ class Control:
         caller = await self._auth.authenticate(request.headers, client=record.client)
         assert caller is not None
         record.user, record.token_id = caller.identity.login, token_id(caller.digest)
-        return await endpoint(request, caller, record)
+        response = await endpoint(request, caller, record)
+        if caller.set_cookie:
+            response.headers.add("Set-Cookie", caller.set_cookie)
+        return response
 
     async def _whoami(
         self, request: web.BaseRequest, caller: Caller, record: AccessRecord
@@ -81,7 +92,10 @@ class Control:
             )
         return web.json_response(shown, dumps=json.dumps)
 
-    def _jwks(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _sign_in_config(self, request: web.BaseRequest, _record: AccessRecord) -> web.StreamResponse:
+        return web.Response(body=self._sign_in.config_body, content_type="application/json")
+
+    async def _jwks(self, request: web.BaseRequest, _record: AccessRecord) -> web.StreamResponse:
         tokens = self._identity_tokens
         headers = {"Cache-Control": f"public, max-age={JWKS_MAX_AGE}", "ETag": tokens.jwks_etag}
         wanted = {
@@ -108,7 +122,10 @@ class Control:
                 token_id(caller.digest),
             )
         await self._scoped.revoke_minted_from(caller.digest)
-        return web.json_response({"revoked": True, "login": caller.identity.login}, dumps=json.dumps)
+        response = web.json_response({"revoked": True, "login": caller.identity.login}, dumps=json.dumps)
+        if self._sign_in.sealer is not None:
+            response.headers.add("Set-Cookie", self._sign_in.clear_cookie())
+        return response
 
 
 def _check_method(request: web.BaseRequest, method: str) -> None:

@@ -93,15 +93,24 @@ class Refusal(GatewayError):
 class Unauthenticated(Refusal):
     status, code = 401, "unauthenticated"
 
-    def __init__(self, message: str = "this route requires a GitHub token") -> None:
-        super().__init__(message, headers={"WWW-Authenticate": REALM})
+    def __init__(
+        self, message: str = "this route requires a GitHub token", *, link: str | None = None
+    ) -> None:
+        super().__init__(message, headers=_challenge(REALM, link))
 
 
 class InvalidToken(Refusal):
     status, code = 401, "invalid_token"
 
-    def __init__(self, message: str = "the token is malformed, invalid, expired or revoked") -> None:
-        super().__init__(message, headers={"WWW-Authenticate": REALM + ', error="invalid_token"'})
+    def __init__(
+        self, message: str = "the token is malformed, invalid, expired or revoked", *, link: str | None = None
+    ) -> None:
+        super().__init__(message, headers=_challenge(REALM + ', error="invalid_token"', link))
+
+
+def _challenge(challenge: str, link: str | None) -> dict[str, str]:
+    """A 401's headers: its challenge, and where to learn how to sign in (`Link: <…>; rel="help"`)."""
+    return {"WWW-Authenticate": challenge, **({"Link": link} if link else {})}
 
 
 class InsufficientScope(Refusal):

@@ -173,6 +173,14 @@ class HeaderRules:
             if name
         ]
         self._trusted = config.server.trusted_proxies
+        # SECURITY: the session cookie (and the sign-in cookie) hold the caller's GitHub token: never
+        # passed on (DESIGN §4); names compared case-insensitively, as some frameworks read them
+        sessions = config.sessions
+        self._private_cookies = (
+            frozenset({sessions.cookie_name.lower(), sessions.cookie_name.lower() + "_signin"})
+            if sessions is not None
+            else _NONE
+        )
 
     def client_address(self, request: web.BaseRequest) -> str:
         """The caller's address: the peer, or what trusted proxies say in X-Forwarded-For."""
@@ -212,6 +220,10 @@ class HeaderRules:
             folded = fold(name)
             if folded in drop or folded in named or (folded in _FRAMING and "_" in name):
                 continue
+            if folded == "cookie" and self._private_cookies:
+                value = without_cookies(value, self._private_cookies)
+                if not value:
+                    continue
             out.add(name, value)
         prior = ", ".join(inbound.getall("X-Forwarded-For", ())) if trusted else ""
         out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
@@ -232,6 +244,12 @@ class HeaderRules:
     def identity_headers(self, identity: Identity) -> list[tuple[str, str]]:
         """The configured identity headers for an identity (null names and null values left out)."""
         return [(name, value) for name, getter in self._identity if (value := getter(identity)) is not None]
+
+
+def without_cookies(header: str, names: frozenset[str]) -> str:
+    """A Cookie header's value without the cookies `names` lists (lower-case)."""
+    kept = [pair.strip() for pair in header.split(";")]
+    return "; ".join(p for p in kept if p and p.partition("=")[0].strip().lower() not in names)
 
 
 def _expires_at(identity: Identity) -> str | None:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from cachetools import TTLCache
 
+from .errors import TooManyRequests
+
 MAX_ADDRESSES = 100_000
 WINDOW = 60.0
 
@@ -55,6 +57,12 @@ class FailedAuthLimiter:
         if wait is None:
             self.failed(client)
         return wait
+
+    def reserve_or_refuse(self, client: str) -> None:
+        """`reserve`, or TooManyRequests (429 with Retry-After) when the address's budget is spent."""
+        wait = self.reserve(client)
+        if wait is not None:
+            raise TooManyRequests("too many failed authentications from this address", retry_after=wait)
 
     def refund(self, client: str) -> None:
         """Give back a unit `reserve` took: the attempt turned out not to be a failure."""

@@ -138,6 +138,15 @@ def _http_url(value: str) -> str:
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
+def _origin_url(value: str) -> str:
+    if urlsplit(value).path not in ("", "/"):
+        raise ValueError(f"expected scheme://host[:port] without a path, got {_shown(value)}")
+    return value
+
+
+OriginUrl = Annotated[HttpUrl, AfterValidator(_origin_url)]
+
+
 def _redis_url(value: str) -> str:
     if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {_shown(value)}")
@@ -276,6 +285,7 @@ class ServerConfig(_Model):
     max_body_size: Int | None = Field(None, ge=0)
     control_prefix: PathPrefix = "/_gateway"
     forward_auth_headers: Literal["original", "forwarded"] = "original"
+    public_url: OriginUrl | None = None
 
     @field_validator("control_prefix")
     @classmethod
@@ -350,6 +360,18 @@ class GitHubConfig(_Model):
     retries: Int = Field(1, ge=0, le=10)
     max_concurrent_checks: Int = Field(32, ge=1)
     membership: MembershipConfig = MembershipConfig()
+    web_url: HttpUrl | None = None
+
+    @property
+    def web(self) -> str:
+        """Where people sign in: `web_url`, else github.com for api.github.com, https://HOST for GHES's
+        https://HOST/api/v3, and the API's own URL for anything else (the fake GitHub serves both)."""
+        if self.web_url is not None:
+            return self.web_url
+        parts = urlsplit(self.api_url)
+        if parts.hostname == "api.github.com":
+            return "https://github.com"
+        return self.api_url.removesuffix("/api/v3")
 
     @field_validator("apps")
     @classmethod
@@ -432,6 +454,36 @@ class IdentityTokenConfig(_Model):
         return self
 
 
+_COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")  # RFC 6265 cookie-name (a token)
+MIN_COOKIE_SECRET = 32
+
+
+def _cookie_name(value: str) -> str:
+    if not _COOKIE_NAME.match(value):
+        raise ValueError(f"expected a cookie name (letters, digits, -._ and no spaces), got {value!r}")
+    return value
+
+
+def _cookie_secret(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < MIN_COOKIE_SECRET:
+        raise ValueError(
+            f"expected at least {MIN_COOKIE_SECRET} characters of random text (openssl rand -base64 32)"
+        )
+    return value
+
+
+CookieSecret = Annotated[SecretStr, AfterValidator(_cookie_secret)]
+
+
+class SessionsConfig(_Model):
+    """Browser sign-in's session cookie (`sessions`, DESIGN §12)."""
+
+    cookie_secret: CookieSecret
+    previous_cookie_secrets: tuple[CookieSecret, ...] = ()
+    cookie_name: Annotated[str, AfterValidator(_cookie_name)] = "gateway_session"
+    max_age: PositiveDuration = 8 * 3600.0
+
+
 class RateLimitConfig(_Model):
     failed_auth_per_minute: Int = Field(30, ge=0)
 
@@ -476,6 +528,7 @@ class Route(_Model):
     timeout: Duration = 60.0
     upstream_token: UpstreamTokenConfig | None = None
     audience: ClaimText | None = None
+    browser_login: bool = False
 
     @model_validator(mode="after")
     def _auth_consistent(self) -> Route:
@@ -486,6 +539,9 @@ class Route(_Model):
             for key in ("scopes", "users", "user_ids", "orgs", "teams", "repos", "upstream_token")
             if getattr(self, key)
         ]
+        if self.browser_login:
+            msg = "expected browser_login: false on a route with auth: none (nobody signs in there)"
+            problems.append((("browser_login",), msg, True))
         if problems:
             raise _invalid("Route", problems)
         return self
@@ -500,6 +556,7 @@ class Config(_Model):
     cache: CacheConfig = CacheConfig()
     identity_headers: IdentityHeaders = IdentityHeaders()
     identity_token: IdentityTokenConfig | None = None
+    sessions: SessionsConfig | None = None
     pass_authorization: bool = False
     rate_limit: RateLimitConfig = RateLimitConfig()
     routes: tuple[Route, ...] = Field(min_length=1)
@@ -534,4 +591,24 @@ class Config(_Model):
             if other and fold(other) == fold(name):
                 msg = f"expected a header name distinct from identity_headers.{field}, got {name!r}"
                 raise _invalid("Config", [(("identity_token", "header"), msg, name)])
+        return self
+
+    @model_validator(mode="after")
+    def _sign_in_has_what_it_needs(self) -> Config:
+        problems: list[tuple[Loc, str, object]] = []
+        if self.sessions is not None and self.server.public_url is None:
+            msg = (
+                "expected the URL users reach the gateway at (https://gw.example.com): sessions needs it"
+                " for the sign-in redirect_uri"
+            )
+            problems.append((("server", "public_url"), msg, None))
+        if self.sessions is None:
+            msg = "expected sessions to be set: browser_login signs browsers in with a session cookie"
+            problems += [
+                (("routes", i, "browser_login"), msg, True)
+                for i, r in enumerate(self.routes)
+                if r.browser_login
+            ]
+        if problems:
+            raise _invalid("Config", problems)
         return self

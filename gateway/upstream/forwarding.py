@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -93,9 +93,11 @@ class Forwarder:
         target: str,
         headers: CIMultiDict[str],
         record: AccessRecord,
+        also: Sequence[tuple[str, str]] = (),
     ) -> web.StreamResponse:
-        """Forward one request and stream the answer back; 502/504 when the upstream fails. What the
-        answer's body came to, and an answer cut short, go to `record`."""
+        """Forward one request and stream the answer back, with `also` added to its headers; 502/504
+        when the upstream fails. What the answer's body came to, and an answer cut short, go to
+        `record`."""
         body = self._body(request)
         try:
             # the upstream gets exactly the path and query that were authorized
@@ -109,7 +111,7 @@ class Forwarder:
             self._warn(route, "could not be reached", exc)
             raise BadGateway("the upstream could not be reached") from exc
         try:
-            return await self._relay(request, route, answer, record)
+            return await self._relay(request, route, answer, record, also)
         finally:
             answer.release()
 
@@ -180,7 +182,12 @@ class Forwarder:
             ) from exc
 
     async def _relay(
-        self, request: web.BaseRequest, route: CompiledRoute, answer: Answer, record: AccessRecord
+        self,
+        request: web.BaseRequest,
+        route: CompiledRoute,
+        answer: Answer,
+        record: AccessRecord,
+        also: Sequence[tuple[str, str]],
     ) -> web.StreamResponse:
         message = answer.message
         headers = message.headers
@@ -202,6 +209,7 @@ class Forwarder:
             if length is not None:
                 response.content_length = length
         response.untyped = "Content-Type" not in headers
+        response.headers.extend(also)
         if isinstance(response, RelayedBody):
             return response
         await response.prepare(request)
@@ -222,9 +230,15 @@ class Forwarder:
         return response
 
     async def websocket(
-        self, request: web.BaseRequest, route: CompiledRoute, target: str, headers: CIMultiDict[str]
+        self,
+        request: web.BaseRequest,
+        route: CompiledRoute,
+        target: str,
+        headers: CIMultiDict[str],
+        also: Sequence[tuple[str, str]] = (),
     ) -> web.WebSocketResponse:
-        """Open the upstream WebSocket, then accept the caller's and relay both ways."""
+        """Open the upstream WebSocket, then accept the caller's (with `also` among the handshake's
+        headers) and relay both ways."""
         for name in list(headers):
             if fold(name) in WEBSOCKET_HANDSHAKE:
                 del headers[name]
@@ -244,6 +258,7 @@ class Forwarder:
             raise BadGateway("the upstream refused the WebSocket") from exc
         async with upstream:
             client = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else ())
+            client.headers.extend(also)
             await client.prepare(request)
             await _pump_both(client, upstream)
             return client
