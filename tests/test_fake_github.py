@@ -54,11 +54,11 @@ async def test_valid_token(env: Env) -> None:
 
 
 async def test_github_app_token_expires(env: Env) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_", expires_in=8 * 3600)
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
     assert token.startswith("ghu_") and len(token) == 40
-    client = env.client()
+    client = env.client(apps=[(CID2, SECRET2)])
     identity = await client.check(token)
-    assert identity == Identity("monalisa", 2, (), env.wall.now + 8 * 3600, CID)
+    assert identity == Identity("monalisa", 2, (), env.wall.now + 8 * 3600, CID2)
     env.wall.now += 8 * 3600
     assert await client.check(token) is None
     assert ("apps/check-token", 404) in env.validated
@@ -71,7 +71,7 @@ async def test_revoked_token(env: Env) -> None:
 
 
 async def test_another_apps_token(env: Env) -> None:
-    token = env.fake.add_token("bob", 7, ["user"], client_id=CID2)
+    token = env.fake.add_token("bob", 7, client_id=CID2)
     assert await env.client().check(token) is None
     identity = await env.client(apps=[(CID, SECRET), (CID2, SECRET2)]).check(token)
     assert identity is not None and identity.client_id == CID2
@@ -93,7 +93,7 @@ async def test_wrong_secret(env: Env) -> None:
 @pytest.mark.parametrize("prefix", ["", "/api/v3"])
 async def test_legacy_path_on_an_old_ghes(env: Env, prefix: str) -> None:
     env.fake.legacy_paths = True
-    token = env.fake.add_token("alice", 42, ["repo"], token="ghu_ab/cd+ef=gh")  # b64token characters
+    token = env.fake.add_token("alice", 42, ["repo"], token="gho_ab/cd+ef=gh")  # b64token characters
     identity = await env.client(prefix=prefix, check_method="legacy").check(token)
     assert identity == Identity("alice", 42, ("repo",), None, CID)
     assert env.fake.check_calls(token) == 1
@@ -249,7 +249,7 @@ def test_cli_refuses_a_bad_token_spec(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 async def test_cli_serves_until_sigterm() -> None:
-    argv = ["--port", "0", "--token", "alice:1:repo,read:org", "--token", f"bob:2::{CID2}"]
+    argv = ["--port", "0", "--token", "alice:1:repo,read:org", "--app-token", f"bob:2:{CID2}"]
     argv += ["--app", f"{CID}:{SECRET}", "--app", f"{CID2}:{SECRET2}", "--legacy-paths"]
     argv += ["--app-token", "carol:3", "--account", "octo-org:100:api,web"]
     argv += ["--org", "acme:alice,carol", "--team", "acme/sre:alice"]
@@ -274,22 +274,24 @@ async def test_cli_serves_until_sigterm() -> None:
                 "api_url": url,
                 "apps": [{"client_id": c, "client_secret": s} for c, s in [(CID, SECRET)]],
             }
-            first = GitHubClient(GitHubConfig.model_validate(data), session)
-            alice = await first.check(tokens["alice"])
-            carol = await first.scoped(
+            alice = await GitHubClient(GitHubConfig.model_validate(data), session).check(tokens["alice"])
+            data["apps"] = [{"client_id": CID2, "client_secret": SECRET2}]
+            second = GitHubClient(GitHubConfig.model_validate(data), session)
+            bob = await second.check(tokens["bob"])
+            carol = await second.scoped(
                 tokens["carol"], UpstreamTokenConfig(target="octo-org", repositories=("web",))
             )
-            data["apps"] = [{"client_id": CID2, "client_secret": SECRET2}]
-            bob = await GitHubClient(GitHubConfig.model_validate(data), session).check(tokens["bob"])
             as_alice = {"Authorization": f"Bearer {tokens['alice']}"}
             async with session.get(f"{url}/user/memberships/orgs/acme", headers=as_alice) as member:
                 assert (await member.json())["state"] == "active"
             async with session.get(f"{url}/orgs/acme/teams/sre/memberships/alice", headers=as_alice) as team:
                 assert (await team.json())["state"] == "active"
         assert alice == Identity("alice", 1, ("repo", "read:org"), None, CID)
-        assert bob == Identity("bob", 2, (), None, CID2)
+        assert bob is not None and (bob.scopes, bob.client_id) == ((), CID2)
+        assert bob.expires_at is not None  # a GitHub App user token's 8 hours
         assert carol is not None and carol.identity.login == "carol" and carol.repositories == ("web",)
         assert carol.identity.expires_at is not None  # a GitHub App user token's 8 hours
+        assert f"  app {CID} (OAuth App)\n" in lines and f"  app {CID2} (GitHub App)\n" in lines
         assert "  account octo-org (id 100, repositories: api, web)\n" in lines
         assert "  organisation acme (members: alice, carol)\n" in lines
         assert "  team acme/sre (members: alice)\n" in lines
