@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import signal
 import sys
@@ -20,6 +21,7 @@ from gateway.github import GitHubClient
 from gateway.identity import Identity
 from gateway.testing.fake_github import DEMO_APP, FakeGitHub
 from gateway.testing.fake_github_cli import add_arguments, run
+from gateway.testing.fake_github_oauth import DEVICE_GRANT
 
 from .support.github import CID, CID2, SECRET, SECRET2
 from .support.openapi import OPENAPI, Env, Schemas, open_env
@@ -248,11 +250,10 @@ def test_cli_refuses_a_bad_token_spec(capsys: pytest.CaptureFixture[str]) -> Non
     assert run(parse("--team", "acme/sre")) == 2  # no such organisation
 
 
-async def test_cli_serves_until_sigterm() -> None:
-    argv = ["--port", "0", "--token", "alice:1:repo,read:org", "--app-token", f"bob:2:{CID2}"]
-    argv += ["--app", f"{CID}:{SECRET}", "--app", f"{CID2}:{SECRET2}", "--legacy-paths"]
-    argv += ["--app-token", "carol:3", "--account", "octo-org:100:api,web"]
-    argv += ["--org", "acme:alice,carol", "--team", "acme/sre:alice"]
+@contextlib.asynccontextmanager
+async def serving(argv: list[str]) -> AsyncIterator[list[str]]:
+    """`gateway fake-github ARGV` in a process of its own: the lines it prints before serving; it must
+    stop on SIGTERM with status 0."""
     code = (
         "import argparse, sys; from gateway.testing.fake_github_cli import add_arguments, run\n"
         "p = argparse.ArgumentParser(); add_arguments(p); sys.exit(run(p.parse_args(sys.argv[1:])))"
@@ -267,6 +268,18 @@ async def test_cli_serves_until_sigterm() -> None:
             while not (line := (await proc.stdout.readline()).decode()).startswith("stop it"):
                 assert line, "the fake exited before serving"
                 lines.append(line)
+        yield lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+
+
+async def test_cli_serves_until_sigterm() -> None:
+    argv = ["--port", "0", "--token", "alice:1:repo,read:org", "--app-token", f"bob:2:{CID2}"]
+    argv += ["--app", f"{CID}:{SECRET}", "--app", f"{CID2}:{SECRET2}", "--legacy-paths"]
+    argv += ["--app-token", "carol:3", "--account", "octo-org:100:api,web"]
+    argv += ["--org", "acme:alice,carol", "--team", "acme/sre:alice"]
+    async with serving(argv) as lines:
         url = lines[0].split()[4]
         tokens = {line.split()[2]: line.split()[-1] for line in lines if line.startswith("  token for")}
         async with aiohttp.ClientSession() as session:
@@ -292,12 +305,54 @@ async def test_cli_serves_until_sigterm() -> None:
         assert carol is not None and carol.identity.login == "carol" and carol.repositories == ("web",)
         assert carol.identity.expires_at is not None  # a GitHub App user token's 8 hours
         assert f"  app {CID} (OAuth App)\n" in lines and f"  app {CID2} (GitHub App)\n" in lines
+        assert f"  web flows at {url}/login/device and {url}/login/oauth/authorize\n" in lines
         assert "  account octo-org (id 100, repositories: api, web)\n" in lines
         assert "  organisation acme (members: alice, carol)\n" in lines
         assert "  team acme/sre (members: alice)\n" in lines
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert await proc.wait() == 0
+
+
+def test_cli_flow_options() -> None:
+    args = parse("--device-interval", "0", "--auto-approve", "alice", "--signed-in", "bob")
+    assert (args.device_interval, args.auto_approve, args.signed_in) == (0, "alice", "bob")
+    args = parse("--callback-url", f"{CID}=http://127.0.0.1/cb", "--no-device-flow", CID, "--user", "bob:2")
+    assert (args.callback_urls, args.no_device_flow, args.users) == (
+        [(CID, "http://127.0.0.1/cb")],
+        [CID],
+        ["bob:2"],
+    )
+    assert parse().device_interval == 5
+
+
+def test_cli_refuses_flow_options_naming_the_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(parse("--auto-approve", "nobody")) == 2
+    assert "--auto-approve: unknown user 'nobody'" in capsys.readouterr().err
+    assert run(parse("--user", "alice:1", "--signed-in", "bob")) == 2
+    assert run(parse("--callback-url", "Iv1.unknown=http://x/cb")) == 2
+    assert "unknown app 'Iv1.unknown'" in capsys.readouterr().err
+    assert run(parse("--token", f"alice:1:repo:{DEMO_APP[0]}")) == 2  # a GitHub App issues no gho_
+    assert "--app-token issues its tokens" in capsys.readouterr().err
+
+
+async def test_cli_serves_the_device_flow_with_auto_approve() -> None:
+    argv = ["--port", "0", "--user", "alice:1", "--auto-approve", "alice", "--device-interval", "0"]
+    async with serving(argv) as lines:
+        url = lines[0].split()[4]
+        assert "  device interval 0s; auto-approve: alice\n" in lines
+        headers = {"Accept": "application/json"}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{url}/login/device/code", data={"client_id": DEMO_APP[0]}, headers=headers
+            ) as resp:
+                device = await resp.json()
+            assert device["interval"] == 0 and device["verification_uri"] == f"{url}/login/device"
+            grant = {
+                "client_id": DEMO_APP[0],
+                "device_code": device["device_code"],
+                "grant_type": DEVICE_GRANT,
+            }
+            async with session.post(f"{url}/login/oauth/access_token", data=grant, headers=headers) as resp:
+                token = await resp.json()
+    assert token["access_token"].startswith("ghu_") and token["refresh_token"].startswith("ghr_")
 
 
 def test_demo_app_default() -> None:

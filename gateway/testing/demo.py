@@ -4,7 +4,8 @@ upstream, and the gateway from `gateway.yaml` pointed at both; no GitHub account
 The config names one app of each kind (`gateway.yaml`: a GitHub App, then an OAuth App), and each demo
 token belongs to the app that could issue it: octocat's `oauth` token (scopes repo, read:org), the
 revoked one and the organisation's member and outsider (read:org) to the OAuth App; monalisa's
-`github_app` token (no scopes, 8 hours) to the GitHub App.
+`github_app` token (no scopes, 8 hours) to the GitHub App. The fake GitHub also serves the device
+and web flows at its own URL, with octocat signed in at the browser.
 
 The fake GitHub also holds the organisation of the first org-gated route and the team of the first
 team-gated route, with people on both sides of each gate: octocat on the team (and so in its
@@ -147,6 +148,12 @@ def instructions(base: str, tokens: Mapping[str, str], config: Config, *, github
             f"# defunkt is in {team.partition('/')[0]} but not on {team}: 403 forbidden",
             f"curl -si {base}{by_team.path} -H 'Authorization: Bearer {tokens['org_member']}'",
         ]
+    if github_url:
+        lines += [
+            "",
+            f"The fake GitHub is at {github_url} (octocat is signed in there): its device flow's page is",
+            f"{github_url}/login/device, its web flow's {github_url}/login/oauth/authorize.",
+        ]
     lines += ["", "Ctrl-C stops the demo."]
     return "\n".join(lines)
 
@@ -161,6 +168,7 @@ async def run_demo(path: str | None) -> int:
     except ValueError as exc:
         print(f"gateway demo: {exc}", file=sys.stderr)
         return 2
+    fake.flows.signed_in = "octocat"
     stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback((await fake.start()).cleanup)

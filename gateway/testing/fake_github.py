@@ -1,15 +1,17 @@
 """A fake GitHub: the whole OAuth Apps API, the membership REST API (organisations, teams,
-repositories, the GitHub App: DESIGN §10), with
+repositories, the GitHub App: DESIGN §10) and the web host's device and web flows (DESIGN §12), with
 GitHub's semantics and answer shapes, for tests, the demo and other teams' integration tests
 (`gateway fake-github`, in `fake_github_cli`).
 
-    fake = FakeGitHub({"Ov23li…": "secret", "Iv1.…": "secret"})
+    fake = FakeGitHub({"Ov23li…": "secret", "Iv1.…": "secret"}, device_interval=0)
     runner = await fake.start()           # or aiohttp_server(fake.app()); fake.web_url is set by start
     token = fake.add_token("alice", 7, ["repo"])                  # the first app's: an OAuth App, gho_
     user = fake.add_token("bob", 8, client_id="Iv1.…")            # a GitHub App's: ghu_, 8 hours
     pair = fake.issue("bob", client_id="Iv1.…")                   # Issued: ghu_ and its ghr_
+    fake.flows.auto_approve = "alice"     # device codes and authorize requests approved for alice
 
-The API is served at the root (github.com) and under `/api/v3` (GHES).
+The API is served at the root (github.com) and under `/api/v3` (GHES); the flows only at the root,
+`/login/...`, which is the web URL of both (`https://github.com/login/…`, `https://HOSTNAME/login/…`).
 
 It knows apps of GitHub's two kinds (`fake_github_apps`: an OAuth App issues `gho_` tokens with
 scopes that never expire; a GitHub App `ghu_` tokens without scopes, expiring after 8 hours, with
@@ -18,7 +20,7 @@ single-use `ghr_` refresh tokens good for 6 months), a registry of the tokens th
 a token an app's kind could not issue is refused with ValueError), and accounts (users and
 organizations the GitHub App is installed on, with their repositories) that scoped tokens can
 target. Tokens are kept by their SHA-256, like GitHub's `hashed_token`; `calls` records every call by
-GitHub's operationId, never a token in clear.
+GitHub's operationId (the flows' by the names in `fake_github_oauth`), never a token in clear.
 
 What GitHub does, the fake does:
 - an unknown app or token is 404, wrong credentials for a known app 401, a body that is not JSON
@@ -41,7 +43,9 @@ What GitHub does, the fake does:
 The membership API's state and Python API (add_user, add_org, add_member, add_team, add_repo,
 set_role, set_app, install, authorize_sso, exhaust_rate_limit, remove_member, …) are `Directory`'s
 (`fake_github_orgs`), which FakeGitHub is; its endpoints and GitHub's rules for them are in
-`fake_github_rest`, its answer bodies in `fake_github_bodies`. Here: what every call goes through.
+`fake_github_rest`, its answer bodies in `fake_github_bodies`. The flows and their Python API
+(`fake.flows`: auto_approve, signed_in, interval, approve_device, deny_device, pending) are
+`fake_github_oauth`'s. Here: what every call goes through.
 
 Switches for failure tests, on every endpoint: `latency` (seconds before every answer), `outage`
 (answer every call with that status), `hang` (answer nothing until it is switched off or the server
@@ -81,6 +85,7 @@ from .fake_github_model import (
     sha256,
     validation_failed,
 )
+from .fake_github_oauth import DEVICE_INTERVAL, DeviceAuthorization, WebFlows
 from .fake_github_orgs import GitHubApp, Installation, Member, Org, Repo, Team
 from .fake_github_rest import ROUTES as REST_ROUTES
 from .fake_github_rest import RestRoute
@@ -93,6 +98,7 @@ __all__ = [
     "OAUTH_APP",
     "AppSettings",
     "Call",
+    "DeviceAuthorization",
     "FakeAccount",
     "FakeGitHub",
     "FakeToken",
@@ -104,6 +110,7 @@ __all__ = [
     "Repo",
     "Restriction",
     "Team",
+    "WebFlows",
 ]
 
 DEMO_APP = ("Iv1.demo0000000000", "demo-secret")  # a GitHub App
@@ -138,6 +145,9 @@ class FakeGitHub(Registry):
         *,
         legacy_paths: bool = False,
         clock: Callable[[], float] = time.time,
+        device_interval: int = DEVICE_INTERVAL,
+        auto_approve: str | None = None,
+        signed_in: str | None = None,
     ) -> None:
         super().__init__(apps, clock=clock)
         self.legacy_paths = legacy_paths
@@ -145,6 +155,7 @@ class FakeGitHub(Registry):
         self.outage: int | None = None
         self.calls: list[Call] = []
         self.web_url: str | None = None  # where `start` serves it (the API too, github.com style)
+        self.flows = WebFlows(self, interval=device_interval, auto_approve=auto_approve, signed_in=signed_in)
         self._hang = False
         self._wake: asyncio.Event | None = None
         self._closing = False
@@ -210,6 +221,7 @@ class FakeGitHub(Registry):
     def app(self) -> web.Application:
         """The aiohttp application serving the API at / and /api/v3, and the web flows at /login."""
         app = web.Application(middlewares=[_json_errors])
+        self.flows.add_routes(app)
         for prefix in _PREFIXES:
             for route in _ROUTES:
                 app.router.add_route(

@@ -10,9 +10,15 @@ organisation to try it with, and the device and web flows people sign in with.
                                   a GitHub App user token (ghu_, 8 hours; default: the first GitHub App)
     --user LOGIN:ID               someone who can sign in, without a token yet
     --account, --org, --team      what the membership API knows (see --help)
+    --callback-url CLIENT_ID=URL  a callback URL of an app: a web flow's redirect_uri must match one
+                                  (or, for an OAuth App, be under one); without any, any is accepted
+    --no-device-flow CLIENT_ID    the app has the device flow disabled (device_flow_disabled)
+    --device-interval SECONDS     the device flow's polling interval (GitHub's 5; 0 for tests)
+    --auto-approve LOGIN          approve every device code and authorize request at once, for LOGIN
+    --signed-in LOGIN             who is signed in at the browser: the login the approve pages prefill
     --legacy-paths, --latency     the deprecated token paths; a delay before each answer
 
-It prints the URL it serves (the API at URL and URL/api/v3), the apps with
+It prints the URL it serves (the web flows at URL/login/…, the API at URL and URL/api/v3), the apps with
 their kinds, and each token issued.
 """
 
@@ -26,6 +32,7 @@ import sys
 from ..stopping import stop_event
 from .fake_github import DEMO_APP, DEMO_OAUTH_APP, GITHUB_APP, OAUTH_APP, FakeGitHub
 from .fake_github_apps import Kind
+from .fake_github_oauth import DEVICE_INTERVAL
 
 __all__ = ["add_arguments", "run"]
 
@@ -96,12 +103,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ORG/SLUG[:LOGIN,...]",
         help="a team of an --org and its active members (repeatable)",
     )
+    _add_flow_arguments(parser)
     parser.add_argument(
         "--legacy-paths", action="store_true", help="serve the deprecated …/tokens/{token} paths"
     )
     parser.add_argument(
         "--latency", type=float, default=0.0, metavar="SECONDS", help="delay before each answer"
     )
+
+
+def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the device and web flows."""
+    parser.add_argument(
+        "--callback-url",
+        dest="callback_urls",
+        action="append",
+        type=_callback_arg,
+        metavar="CLIENT_ID=URL",
+        help="a callback URL of an app, that a web flow's redirect_uri must match (repeatable; none: any)",
+    )
+    parser.add_argument(
+        "--no-device-flow",
+        dest="no_device_flow",
+        action="append",
+        metavar="CLIENT_ID",
+        help="an app with the device flow disabled (repeatable)",
+    )
+    parser.add_argument(
+        "--device-interval",
+        type=int,
+        default=DEVICE_INTERVAL,
+        metavar="SECONDS",
+        help="seconds a device-flow client must wait between polls (default: %(default)s, GitHub's)",
+    )
+    parser.add_argument(
+        "--auto-approve",
+        metavar="LOGIN",
+        help="approve every device code and authorize request at once, as this user",
+    )
+    parser.add_argument(
+        "--signed-in", metavar="LOGIN", help="who is signed in at the browser (default: the first user)"
+    )
+
+
+def _callback_arg(value: str) -> tuple[str, str]:
+    client_id, _, url = value.partition("=")
+    if not client_id or not url.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"expected CLIENT_ID=URL, got {value!r}")
+    return client_id, url
 
 
 def _first(fake: FakeGitHub, kind: Kind, option: str) -> str:
@@ -187,10 +236,31 @@ def _add_user(fake: FakeGitHub, spec: str) -> str:
     return f"{login} (id {uid})"
 
 
+def _configure_flows(fake: FakeGitHub, args: argparse.Namespace) -> None:
+    """The apps' callback URLs and device-flow switches, and who approves at the browser."""
+    callbacks: dict[str, list[str]] = {}
+    for client_id, url in args.callback_urls or ():
+        callbacks.setdefault(client_id, []).append(url)
+    for client_id in [*callbacks, *(args.no_device_flow or ())]:
+        fake.app_of(client_id)  # ValueError naming the known apps
+    for client_id, app in list(fake.settings.items()):
+        fake.register_app(
+            client_id,
+            app.secret,
+            kind=app.kind,
+            callback_urls=callbacks.get(client_id, ()),
+            device_flow=client_id not in (args.no_device_flow or ()),
+        )
+    for option, login in (("--auto-approve", args.auto_approve), ("--signed-in", args.signed_in)):
+        if login is not None and fake.user(login) is None:
+            raise ValueError(f"{option}: unknown user {login!r}: name one of --user, --token or --app-token")
+    fake.flows.auto_approve, fake.flows.signed_in = args.auto_approve, args.signed_in
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve a fake GitHub until SIGINT or SIGTERM; returns the exit status."""
     apps = dict(args.apps or [DEMO_APP, DEMO_OAUTH_APP])
-    fake = FakeGitHub(apps, legacy_paths=args.legacy_paths)
+    fake = FakeGitHub(apps, legacy_paths=args.legacy_paths, device_interval=args.device_interval)
     fake.latency = args.latency
     try:
         registered = [f"account {_add_account(fake, spec)}" for spec in args.accounts or ()]
@@ -199,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         issued += [_issue_app_token(fake, spec) for spec in args.app_tokens or ()]
         registered += [f"organisation {_add_org(fake, spec)}" for spec in args.orgs or ()]
         registered += [f"team {_add_team(fake, spec)}" for spec in args.teams or ()]
+        _configure_flows(fake, args)
     except ValueError as exc:
         print(f"gateway fake-github: {exc}", file=sys.stderr)
         return 2
@@ -210,9 +281,12 @@ def _banner(fake: FakeGitHub, issued: list[tuple[str, str]], registered: list[st
     url = fake.web_url
     kinds = {GITHUB_APP: "GitHub App", OAUTH_APP: "OAuth App"}
     lines = [f"fake GitHub serving on {url} (GHES style under {url}/api/v3)"]
+    lines.append(f"  web flows at {url}/login/device and {url}/login/oauth/authorize")
     lines += [f"  app {cid} ({kinds[app.kind]})" for cid, app in fake.settings.items()]
     lines += [f"  {what}" for what in registered]
     lines += [f"  token for {who}: {token}" for who, token in issued]
+    approver = fake.flows.auto_approve
+    lines.append(f"  device interval {fake.flows.interval}s; auto-approve: {approver or 'off'}")
     lines.append(f"  deprecated …/tokens/{{access_token}} paths: {'on' if fake.legacy_paths else 'off'}")
     lines.append("stop it with Ctrl-C or SIGTERM")
     return "\n".join(lines)
