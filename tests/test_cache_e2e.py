@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from .support.headers import bearer
-from .support.world import Gateway, GatewayFactory, World
+from .support.world import SECOND_APP, SECOND_ID, Gateway, GatewayFactory, World
 
 
 async def test_a_hundred_concurrent_requests_with_one_new_token_make_one_check(
@@ -34,8 +34,8 @@ async def test_a_cached_identity_lasts_until_ttl(start_gateway: GatewayFactory, 
 async def test_an_expiring_token_is_rechecked_at_its_expires_at(
     start_gateway: GatewayFactory, world: World
 ) -> None:
-    gateway = await start_gateway(cache={"ttl": "1h"})
-    token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=30)
+    gateway = await start_gateway(cache={"ttl": "1h"}, github={"apps": [SECOND_APP]})
+    token = world.github.add_token("monalisa", 2, client_id=SECOND_ID, expires_in=30)
     resp = await gateway.client.get("/svc", headers=bearer(token))
     assert resp.status == 200
     assert any(k == "X-Auth-Token-Expires-At" for k, _ in (await resp.json())["headers"])

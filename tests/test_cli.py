@@ -93,9 +93,10 @@ def test_check_config_refuses_each_header_the_gateway_sets_or_strips_as_an_ident
 
 
 def test_check_config_accepts_the_repos_gateway_yaml_and_hides_the_secret() -> None:
-    result = run("check-config", "-c", "gateway.yaml", env={"GITHUB_CLIENT_SECRET": "sekrit-value-1234"})
+    secrets = {"GITHUB_CLIENT_SECRET": "sekrit-value-1234", "GITHUB_OAUTH_CLIENT_SECRET": "sekrit-value-5678"}
+    result = run("check-config", "-c", "gateway.yaml", env=secrets)
     assert result.returncode == 0, result.stderr
-    assert "sekrit-value-1234" not in result.stdout + result.stderr
+    assert all(secret not in result.stdout + result.stderr for secret in secrets.values())
 
 
 def test_check_config_reads_gateway_config_from_the_environment(tmp_path: Path) -> None:

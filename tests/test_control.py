@@ -55,7 +55,7 @@ async def test_a_token_of_the_second_app_is_accepted_and_names_its_app(
     start_gateway: GatewayFactory, world: World
 ) -> None:
     gateway = await start_gateway(github=TWO_APPS)
-    token = world.github.add_token("bob", 8, ["repo"], client_id=SECOND_ID)
+    token = world.github.add_token("bob", 8, client_id=SECOND_ID)
     resp = await gateway.client.get("/svc", headers=bearer(token))
     assert resp.status == 200
     assert seen_headers(await resp.json(), "X-Auth-Client-Id") == [SECOND_ID]

@@ -20,7 +20,8 @@ from .support.verifier import decode
 
 async def test_demo_prints_curl_commands_that_work_and_stops_on_ctrl_c() -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_CLIENT_SECRET", "GITHUB_API_URL")}
+    unset = ("GITHUB_CLIENT_SECRET", "GITHUB_OAUTH_CLIENT_SECRET", "GITHUB_API_URL")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo"],
         cwd=REPO,

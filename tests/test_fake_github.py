@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import signal
 import sys
@@ -20,6 +21,7 @@ from gateway.github import GitHubClient
 from gateway.identity import Identity
 from gateway.testing.fake_github import DEMO_APP, FakeGitHub
 from gateway.testing.fake_github_cli import add_arguments, run
+from gateway.testing.fake_github_oauth import DEVICE_GRANT
 
 from .support.github import CID, CID2, SECRET, SECRET2
 from .support.openapi import OPENAPI, Env, Schemas, open_env
@@ -54,11 +56,11 @@ async def test_valid_token(env: Env) -> None:
 
 
 async def test_github_app_token_expires(env: Env) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_", expires_in=8 * 3600)
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
     assert token.startswith("ghu_") and len(token) == 40
-    client = env.client()
+    client = env.client(apps=[(CID2, SECRET2)])
     identity = await client.check(token)
-    assert identity == Identity("monalisa", 2, (), env.wall.now + 8 * 3600, CID)
+    assert identity == Identity("monalisa", 2, (), env.wall.now + 8 * 3600, CID2)
     env.wall.now += 8 * 3600
     assert await client.check(token) is None
     assert ("apps/check-token", 404) in env.validated
@@ -71,7 +73,7 @@ async def test_revoked_token(env: Env) -> None:
 
 
 async def test_another_apps_token(env: Env) -> None:
-    token = env.fake.add_token("bob", 7, ["user"], client_id=CID2)
+    token = env.fake.add_token("bob", 7, client_id=CID2)
     assert await env.client().check(token) is None
     identity = await env.client(apps=[(CID, SECRET), (CID2, SECRET2)]).check(token)
     assert identity is not None and identity.client_id == CID2
@@ -93,7 +95,7 @@ async def test_wrong_secret(env: Env) -> None:
 @pytest.mark.parametrize("prefix", ["", "/api/v3"])
 async def test_legacy_path_on_an_old_ghes(env: Env, prefix: str) -> None:
     env.fake.legacy_paths = True
-    token = env.fake.add_token("alice", 42, ["repo"], token="ghu_ab/cd+ef=gh")  # b64token characters
+    token = env.fake.add_token("alice", 42, ["repo"], token="gho_ab/cd+ef=gh")  # b64token characters
     identity = await env.client(prefix=prefix, check_method="legacy").check(token)
     assert identity == Identity("alice", 42, ("repo",), None, CID)
     assert env.fake.check_calls(token) == 1
@@ -248,11 +250,10 @@ def test_cli_refuses_a_bad_token_spec(capsys: pytest.CaptureFixture[str]) -> Non
     assert run(parse("--team", "acme/sre")) == 2  # no such organisation
 
 
-async def test_cli_serves_until_sigterm() -> None:
-    argv = ["--port", "0", "--token", "alice:1:repo,read:org", "--token", f"bob:2::{CID2}"]
-    argv += ["--app", f"{CID}:{SECRET}", "--app", f"{CID2}:{SECRET2}", "--legacy-paths"]
-    argv += ["--app-token", "carol:3", "--account", "octo-org:100:api,web"]
-    argv += ["--org", "acme:alice,carol", "--team", "acme/sre:alice"]
+@contextlib.asynccontextmanager
+async def serving(argv: list[str]) -> AsyncIterator[list[str]]:
+    """`gateway fake-github ARGV` in a process of its own: the lines it prints before serving; it must
+    stop on SIGTERM with status 0."""
     code = (
         "import argparse, sys; from gateway.testing.fake_github_cli import add_arguments, run\n"
         "p = argparse.ArgumentParser(); add_arguments(p); sys.exit(run(p.parse_args(sys.argv[1:])))"
@@ -267,6 +268,18 @@ async def test_cli_serves_until_sigterm() -> None:
             while not (line := (await proc.stdout.readline()).decode()).startswith("stop it"):
                 assert line, "the fake exited before serving"
                 lines.append(line)
+        yield lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+
+
+async def test_cli_serves_until_sigterm() -> None:
+    argv = ["--port", "0", "--token", "alice:1:repo,read:org", "--app-token", f"bob:2:{CID2}"]
+    argv += ["--app", f"{CID}:{SECRET}", "--app", f"{CID2}:{SECRET2}", "--legacy-paths"]
+    argv += ["--app-token", "carol:3", "--account", "octo-org:100:api,web"]
+    argv += ["--org", "acme:alice,carol", "--team", "acme/sre:alice"]
+    async with serving(argv) as lines:
         url = lines[0].split()[4]
         tokens = {line.split()[2]: line.split()[-1] for line in lines if line.startswith("  token for")}
         async with aiohttp.ClientSession() as session:
@@ -274,28 +287,72 @@ async def test_cli_serves_until_sigterm() -> None:
                 "api_url": url,
                 "apps": [{"client_id": c, "client_secret": s} for c, s in [(CID, SECRET)]],
             }
-            first = GitHubClient(GitHubConfig.model_validate(data), session)
-            alice = await first.check(tokens["alice"])
-            carol = await first.scoped(
+            alice = await GitHubClient(GitHubConfig.model_validate(data), session).check(tokens["alice"])
+            data["apps"] = [{"client_id": CID2, "client_secret": SECRET2}]
+            second = GitHubClient(GitHubConfig.model_validate(data), session)
+            bob = await second.check(tokens["bob"])
+            carol = await second.scoped(
                 tokens["carol"], UpstreamTokenConfig(target="octo-org", repositories=("web",))
             )
-            data["apps"] = [{"client_id": CID2, "client_secret": SECRET2}]
-            bob = await GitHubClient(GitHubConfig.model_validate(data), session).check(tokens["bob"])
             as_alice = {"Authorization": f"Bearer {tokens['alice']}"}
             async with session.get(f"{url}/user/memberships/orgs/acme", headers=as_alice) as member:
                 assert (await member.json())["state"] == "active"
             async with session.get(f"{url}/orgs/acme/teams/sre/memberships/alice", headers=as_alice) as team:
                 assert (await team.json())["state"] == "active"
         assert alice == Identity("alice", 1, ("repo", "read:org"), None, CID)
-        assert bob == Identity("bob", 2, (), None, CID2)
+        assert bob is not None and (bob.scopes, bob.client_id) == ((), CID2)
+        assert bob.expires_at is not None  # a GitHub App user token's 8 hours
         assert carol is not None and carol.identity.login == "carol" and carol.repositories == ("web",)
         assert carol.identity.expires_at is not None  # a GitHub App user token's 8 hours
+        assert f"  app {CID} (OAuth App)\n" in lines and f"  app {CID2} (GitHub App)\n" in lines
+        assert f"  web flows at {url}/login/device and {url}/login/oauth/authorize\n" in lines
         assert "  account octo-org (id 100, repositories: api, web)\n" in lines
         assert "  organisation acme (members: alice, carol)\n" in lines
         assert "  team acme/sre (members: alice)\n" in lines
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert await proc.wait() == 0
+
+
+def test_cli_flow_options() -> None:
+    args = parse("--device-interval", "0", "--auto-approve", "alice", "--signed-in", "bob")
+    assert (args.device_interval, args.auto_approve, args.signed_in) == (0, "alice", "bob")
+    args = parse("--callback-url", f"{CID}=http://127.0.0.1/cb", "--no-device-flow", CID, "--user", "bob:2")
+    assert (args.callback_urls, args.no_device_flow, args.users) == (
+        [(CID, "http://127.0.0.1/cb")],
+        [CID],
+        ["bob:2"],
+    )
+    assert parse().device_interval == 5
+
+
+def test_cli_refuses_flow_options_naming_the_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(parse("--auto-approve", "nobody")) == 2
+    assert "--auto-approve: unknown user 'nobody'" in capsys.readouterr().err
+    assert run(parse("--user", "alice:1", "--signed-in", "bob")) == 2
+    assert run(parse("--callback-url", "Iv1.unknown=http://x/cb")) == 2
+    assert "unknown app 'Iv1.unknown'" in capsys.readouterr().err
+    assert run(parse("--token", f"alice:1:repo:{DEMO_APP[0]}")) == 2  # a GitHub App issues no gho_
+    assert "--app-token issues its tokens" in capsys.readouterr().err
+
+
+async def test_cli_serves_the_device_flow_with_auto_approve() -> None:
+    argv = ["--port", "0", "--user", "alice:1", "--auto-approve", "alice", "--device-interval", "0"]
+    async with serving(argv) as lines:
+        url = lines[0].split()[4]
+        assert "  device interval 0s; auto-approve: alice\n" in lines
+        headers = {"Accept": "application/json"}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{url}/login/device/code", data={"client_id": DEMO_APP[0]}, headers=headers
+            ) as resp:
+                device = await resp.json()
+            assert device["interval"] == 0 and device["verification_uri"] == f"{url}/login/device"
+            grant = {
+                "client_id": DEMO_APP[0],
+                "device_code": device["device_code"],
+                "grant_type": DEVICE_GRANT,
+            }
+            async with session.post(f"{url}/login/oauth/access_token", data=grant, headers=headers) as resp:
+                token = await resp.json()
+    assert token["access_token"].startswith("ghu_") and token["refresh_token"].startswith("ghr_")
 
 
 def test_demo_app_default() -> None:

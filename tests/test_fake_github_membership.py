@@ -338,7 +338,7 @@ async def test_a_github_app_user_token_reaches_only_where_the_app_is_installed(
     world: World, keys: Keys
 ) -> None:
     env = world.env
-    ghu = env.fake.add_token("alice", 1, prefix="ghu_", expires_in=8 * 3600)
+    ghu = env.fake.add_token("alice", 1, client_id=CID2)
     env.fake.set_role("acme/api", "alice", "write")
     env.fake.set_app(APP_ID, keys.public_pem)
     refused = await call(env, "/user/memberships/orgs/acme", ghu)
@@ -351,14 +351,15 @@ async def test_a_github_app_user_token_reaches_only_where_the_app_is_installed(
     assert env.fake.install("acme", repositories=["www"]) is installed  # now with Members, not api
     assert (await call(env, "/user/memberships/orgs/acme", ghu)).status == 200
     assert (await call(env, "/repos/acme/api", ghu)).status == 404
-    other_app = env.fake.add_token("alice", 1, prefix="ghu_", client_id=CID2)
+    env.fake.register_app("Iv23liAnotherGitHubAp", "another-secret")  # a GitHub App not installed on acme
+    other_app = env.fake.add_token("alice", 1, client_id="Iv23liAnotherGitHubAp")
     assert (await call(env, "/repos/acme/api", other_app)).status == 404
 
 
 async def test_a_github_app_user_token_with_members_permission(world: World, keys: Keys) -> None:
     env = world.env
-    ghu = env.fake.add_token("alice", 1, prefix="ghu_", client_id=CID)
-    env.fake.set_app(APP_ID, keys.public_pem, client_id=CID)
+    ghu = env.fake.add_token("alice", 1, client_id=CID2)
+    env.fake.set_app(APP_ID, keys.public_pem, client_id=CID2)
     env.fake.install("acme")
     member = await call(env, "/user/memberships/orgs/acme", ghu)
     assert (member.status, member.body["state"], "X-OAuth-Scopes" in member.headers) == (200, "active", False)
@@ -399,7 +400,7 @@ async def test_the_app_finds_its_installations_and_gets_tokens(world: World, key
     assert created.body["repository_selection"] == "selected"
     assert (await call(env, "/app/installations/999/access_tokens", as_app, method="POST")).status == 404
     me = await call(env, "/app", as_app)
-    assert (me.body["id"], me.body["client_id"], me.body["installations_count"]) == (APP_ID, CID, 1)
+    assert (me.body["id"], me.body["client_id"], me.body["installations_count"]) == (APP_ID, CID2, 1)
     assert ("apps/create-installation-access-token", 201) in env.validated
     assert ("apps/get-org-installation", 200) in env.validated
     assert ("apps/get-authenticated", 200) in env.validated
@@ -485,7 +486,7 @@ async def test_the_app_is_known_by_its_id_or_client_id(world: World, keys: Keys)
     env = world.env
     env.fake.set_app(APP_ID, keys.public_pem)
     env.fake.install("acme")
-    for iss in (str(APP_ID), CID):
+    for iss in (str(APP_ID), CID2):
         good = app_jwt(keys.private, env.wall.now, iss=iss)
         assert (await call(env, "/orgs/acme/installation", good)).status == 200
     # Octokit writes iss as a number, which PyJWT's encode refuses: sign the claims as they are
@@ -613,7 +614,7 @@ async def test_calls_are_counted_per_operation_and_target_without_tokens(world: 
     assert fake.count(*ORG_OPS) == 4
     assert fake.count("apps/create-installation-access-token") == 1
     assert fake.count() == len(fake.calls) == 5
-    assert {c.client_id for c in fake.calls} == {CID}
+    assert {c.client_id for c in fake.calls} == {CID, CID2}  # the users' OAuth App, the GitHub App
     logged = repr(fake.calls)
     assert all(secret not in logged for secret in (world.alice, world.bob, token))
 

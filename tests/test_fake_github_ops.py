@@ -12,6 +12,7 @@ import pytest
 
 from gateway.config import UpstreamTokenConfig
 from gateway.errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
+from gateway.github import GitHubClient
 from gateway.identity import Identity
 from gateway.testing.fake_github import FakeGitHub, Restriction
 
@@ -35,6 +36,11 @@ async def env(aiohttp_server: Any, schemas: Schemas) -> AsyncIterator[Env]:
 
 def spec(**fields: Any) -> UpstreamTokenConfig:
     return UpstreamTokenConfig.model_validate(fields)
+
+
+def app_client(env: Env, **cfg: Any) -> GitHubClient:
+    """The GitHub client of the GitHub App (CID2), whose user tokens can be scoped."""
+    return env.client(apps=[(CID2, SECRET2)], **cfg)
 
 
 def ops(env: Env) -> list[str]:
@@ -71,14 +77,14 @@ async def test_reset_gives_a_new_token_and_the_old_one_stops_working(env: Env, p
 
 
 async def test_reset_keeps_a_github_app_tokens_prefix_and_expiry(env: Env) -> None:
-    old = env.fake.add_token("monalisa", 2, prefix="ghu_", expires_in=EIGHT_HOURS)
-    issued = await env.client().reset(old)
+    old = env.fake.add_token("monalisa", 2, client_id=CID2)
+    issued = await app_client(env).reset(old)
     assert issued is not None and issued.token.startswith("ghu_")
     assert issued.identity.expires_at == env.wall.now + EIGHT_HOURS
 
 
 async def test_reset_asks_the_apps_in_order(env: Env) -> None:
-    token = env.fake.add_token("bob", 7, ["user"], client_id=CID2)
+    token = env.fake.add_token("bob", 7, client_id=CID2)
     client = env.client(apps=[(CID, SECRET), (CID2, SECRET2)])
     issued = await client.reset(token)
     assert issued is not None and issued.identity.client_id == CID2
@@ -114,11 +120,11 @@ async def test_delete_revokes_the_token(env: Env, prefix: str) -> None:
 
 
 async def test_delete_grant_revokes_every_token_of_that_user_for_that_app(env: Env) -> None:
-    first = env.fake.add_token("alice", 42, ["repo"])
-    second = env.fake.add_token("alice", 42, prefix="ghu_", expires_in=EIGHT_HOURS)
-    elsewhere = env.fake.add_token("alice", 42, ["repo"], client_id=CID2)
-    bobs = env.fake.add_token("bob", 7)
-    client = env.client()
+    first = env.fake.add_token("alice", 42, client_id=CID2)
+    second = env.fake.add_token("alice", 42, client_id=CID2)
+    elsewhere = env.fake.add_token("alice", 42, ["repo"], client_id=CID)
+    bobs = env.fake.add_token("bob", 7, client_id=CID2)
+    client = app_client(env)
     scoped = await client.scoped(second, spec(target="octo-org"))
     assert scoped is not None
     assert await client.delete_grant(first) is True
@@ -127,15 +133,15 @@ async def test_delete_grant_revokes_every_token_of_that_user_for_that_app(env: E
     assert await client.check(bobs) is not None
     both = env.client(apps=[(CID, SECRET), (CID2, SECRET2)])
     identity = await both.check(elsewhere)  # the other app's grant stands
-    assert identity is not None and identity.client_id == CID2
+    assert identity is not None and identity.client_id == CID
     assert await client.delete_grant(first) is False
     assert ("apps/delete-authorization", "request") in env.validated
     assert ("apps/delete-authorization", 204) in env.validated
 
 
 async def test_wrong_secret_for_every_operation(env: Env) -> None:
-    token = env.fake.add_token("alice", 42, prefix="ghu_")
-    client = env.client(apps=[(CID, "wrong")])
+    token = env.fake.add_token("alice", 42, client_id=CID2)
+    client = env.client(apps=[(CID2, "wrong")])
     calls = [
         client.reset(token),
         client.delete(token),
@@ -143,10 +149,10 @@ async def test_wrong_secret_for_every_operation(env: Env) -> None:
         client.scoped(token, spec(target="octo-org")),
     ]
     for call in calls:
-        with pytest.raises(AppCredentialsRejected, match=CID) as caught:
+        with pytest.raises(AppCredentialsRejected, match=CID2) as caught:
             await call
         assert token not in text_of(caught.value)
-    assert await env.client().check(token) is not None  # nothing happened to it
+    assert await app_client(env).check(token) is not None  # nothing happened to it
     assert [status for _, status in env.validated if status != "request"] == [401, 401, 401, 401, 200]
 
 
@@ -155,13 +161,13 @@ async def test_wrong_secret_for_every_operation(env: Env) -> None:
 
 
 async def test_scoped_token_from_a_github_app_token(env: Env) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_", expires_in=EIGHT_HOURS)
-    client = env.client()
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
+    client = app_client(env)
     wanted = spec(target="octo-org", repositories=["api", "docs"], permissions={"contents": "read"})
     issued = await client.scoped(token, wanted)
     assert issued is not None
     assert issued.token.startswith("ghu_") and issued.token != token and issued.token not in repr(issued)
-    assert issued.identity == Identity("monalisa", 2, (), env.wall.now + EIGHT_HOURS, CID)
+    assert issued.identity == Identity("monalisa", 2, (), env.wall.now + EIGHT_HOURS, CID2)
     assert dict(issued.permissions) == {"contents": "read"}
     assert issued.repositories == ("api", "docs")
     entry = env.fake.lookup(issued.token)
@@ -174,8 +180,8 @@ async def test_scoped_token_from_a_github_app_token(env: Env) -> None:
 
 
 async def test_scoped_by_ids_and_to_every_repository(env: Env) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_")
-    client = env.client()
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
+    client = app_client(env)
     by_ids = await client.scoped(token, spec(target_id=100, repository_ids=[2]))
     assert by_ids is not None and by_ids.repositories == ("2",)
     entry = env.fake.lookup(by_ids.token)
@@ -200,7 +206,7 @@ async def test_scoped_from_an_oauth_app_token_is_refused_without_backing_off(env
             "resource": "OauthAccess",
             "field": "access_token",
             "code": "invalid",
-            "message": "expected a GitHub App user access token that is not scoped already",
+            "message": "an OAuth App cannot create scoped tokens: expected a GitHub App's user access token",
         }
     ]
     assert "access_token invalid" in str(error) and token not in text_of(error)
@@ -209,8 +215,8 @@ async def test_scoped_from_an_oauth_app_token_is_refused_without_backing_off(env
 
 
 async def test_a_scoped_token_cannot_be_scoped_again(env: Env) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_")
-    client = env.client()
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
+    client = app_client(env)
     issued = await client.scoped(token, spec(target="octo-org"))
     assert issued is not None
     with pytest.raises(GitHubValidationFailed, match="access_token"):
@@ -218,8 +224,8 @@ async def test_a_scoped_token_cannot_be_scoped_again(env: Env) -> None:
 
 
 async def test_scoped_to_an_unknown_target_is_none(env: Env) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_")
-    client = env.client()
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
+    client = app_client(env)
     assert await client.scoped(token, spec(target="nobody")) is None
     assert await client.scoped(token, spec(target_id=999)) is None
     assert ("apps/scope-token", 404) in env.validated
@@ -239,23 +245,23 @@ async def test_scoped_to_an_unknown_target_is_none(env: Env) -> None:
 async def test_scoped_to_what_the_target_does_not_have_is_refused(
     env: Env, fields: dict[str, Any], field: str
 ) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_")
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
     with pytest.raises(GitHubValidationFailed) as caught:
-        await env.client().scoped(token, spec(**fields))
+        await app_client(env).scoped(token, spec(**fields))
     assert isinstance(caught.value.details, dict)
     errors = caught.value.details["errors"]
     assert isinstance(errors, list) and errors[0]["field"] == field
 
 
 async def test_scoped_without_a_target_is_refused(env: Env) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_")
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
     targetless = UpstreamTokenConfig.model_construct(repositories=("api",))  # config would refuse it
     with pytest.raises(GitHubValidationFailed, match="target or target_id is required"):
-        await env.client().scoped(token, targetless)
+        await app_client(env).scoped(token, targetless)
 
 
 async def test_scoped_with_an_unknown_app_or_token_is_none(env: Env) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_", client_id=CID2)
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
     assert await env.client().scoped(token, spec(target="octo-org")) is None
     both = env.client(apps=[(CID, SECRET), (CID2, SECRET2)])
     issued = await both.scoped(token, spec(target="octo-org"))
@@ -264,8 +270,8 @@ async def test_scoped_with_an_unknown_app_or_token_is_none(env: Env) -> None:
 
 async def test_scoped_uses_the_body_form_even_on_an_old_ghes(env: Env) -> None:
     env.fake.legacy_paths = True
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_")
-    client = env.client(prefix="/api/v3", check_method="legacy")
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
+    client = app_client(env, prefix="/api/v3", check_method="legacy")
     issued = await client.scoped(token, spec(target="octo-org", permissions={"issues": "write"}))
     assert issued is not None
     assert await client.check(issued.token) == issued.identity  # the path form reads it too
@@ -273,8 +279,8 @@ async def test_scoped_uses_the_body_form_even_on_an_old_ghes(env: Env) -> None:
 
 
 async def test_scoped_token_expires_with_its_parent(env: Env) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_", expires_in=EIGHT_HOURS)
-    client = env.client()
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
+    client = app_client(env)
     issued = await client.scoped(token, spec(target="octo-org"))
     assert issued is not None
     env.wall.now += EIGHT_HOURS
@@ -366,8 +372,10 @@ async def test_outage_422_on_delete_is_validation_failed(env: Env) -> None:
 # Requests our client never sends
 
 
-async def send(env: Env, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-    headers = {"Authorization": aiohttp.encode_basic_auth(CID, SECRET)}
+async def send(
+    env: Env, method: str, path: str, *, app: tuple[str, str] = (CID, SECRET), **kw: Any
+) -> tuple[int, Any]:
+    headers = {"Authorization": aiohttp.encode_basic_auth(*app)}
     async with env.session.request(method, env.url + path, headers=headers, **kw) as resp:
         return resp.status, await resp.json() if resp.status != 204 else None
 
@@ -389,18 +397,19 @@ async def test_body_forms_need_an_access_token_and_json(env: Env, method: str, p
     ids=["unknown level", "a number", "a list"],
 )
 async def test_scoped_with_an_unknown_permission_level_is_refused(env: Env, permissions: Any) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_")
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
     body = {"access_token": token, "target": "octo-org", "permissions": permissions}
-    status, answer = await send(env, "POST", f"/applications/{CID}/token/scoped", json=body)
+    status, answer = await send(
+        env, "POST", f"/applications/{CID2}/token/scoped", json=body, app=(CID2, SECRET2)
+    )
     assert status == 422 and answer["errors"][0]["field"] == "permissions"
 
 
 async def test_scoped_with_fields_of_the_wrong_type_is_refused(env: Env) -> None:
-    token = env.fake.add_token("monalisa", 2, prefix="ghu_")
+    token = env.fake.add_token("monalisa", 2, client_id=CID2)
     for body in ({"target": 100}, {"target_id": "100"}, {"target": "octo-org", "repositories": "api"}):
-        status, _ = await send(
-            env, "POST", f"/applications/{CID}/token/scoped", json={"access_token": token} | body
-        )
+        path, app = f"/applications/{CID2}/token/scoped", (CID2, SECRET2)
+        status, _ = await send(env, "POST", path, json={"access_token": token} | body, app=app)
         assert status == 422
 
 

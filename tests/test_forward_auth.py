@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .support.headers import bearer
 from .support.sockets import raw_request
-from .support.world import Gateway, GatewayFactory, World
+from .support.world import BOTH_APPS, SECOND_ID, Gateway, GatewayFactory, World
 
 AUTH = "Authorization: Bearer "
 
@@ -104,9 +104,10 @@ async def test_forward_auth_answers_the_scoped_token_for_upstream_token_routes(
 ) -> None:
     world.github.add_account("octo-org", 100, ["api"])
     gateway = await start_gateway(
-        routes=[{"path": "/", "upstream": world.upstream_url, "upstream_token": {"target": "octo-org"}}]
+        routes=[{"path": "/", "upstream": world.upstream_url, "upstream_token": {"target": "octo-org"}}],
+        github={"apps": BOTH_APPS},
     )
-    token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=3600)
+    token = world.github.add_token("monalisa", 2, client_id=SECOND_ID, expires_in=3600)
     resp = await gateway.client.get("/_gateway/auth", headers={**bearer(token), **original("/x")})
     assert resp.status == 200
     scoped = resp.headers["Authorization"].removeprefix("Bearer ")

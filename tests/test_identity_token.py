@@ -29,7 +29,7 @@ from .support.headers import bearer
 from .support.metrics import value
 from .support.processes import REPO
 from .support.verifier import KINDS, VerifyingUpstream, kid_of, write_key
-from .support.world import CLIENT_ID, Gateway, GatewayFactory, World
+from .support.world import BOTH_APPS, CLIENT_ID, SECOND_ID, Gateway, GatewayFactory, World
 
 ISSUER = "https://gateway.test"
 Servers = Callable[..., Awaitable[TestServer]]
@@ -194,9 +194,14 @@ async def test_exp_never_outlives_the_github_token(
 ) -> None:
     key, _, _ = write_key(tmp_path, "signing")
     gateway = await _start(
-        start_gateway, key, [{"path": "/", "upstream": upstream.url}], upstream, identity_token={"ttl": "1h"}
+        start_gateway,
+        key,
+        [{"path": "/", "upstream": upstream.url}],
+        upstream,
+        identity_token={"ttl": "1h"},
+        github={"apps": BOTH_APPS},
     )
-    token = world.github.add_token("monalisa", 2, prefix="ghu_", expires_in=300)
+    token = world.github.add_token("monalisa", 2, client_id=SECOND_ID, expires_in=300)
     held = world.github.lookup(token)
     assert held is not None and held.expires_at is not None
     expires_at = held.expires_at

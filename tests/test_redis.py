@@ -29,7 +29,16 @@ from .support.clock import FakeClock
 from .support.headers import bearer, status_of
 from .support.processes import REPO, children, eventually, until_listening
 from .support.sockets import free_port
-from .support.world import CLIENT_ID, SECOND_ID, SECOND_SECRET, Gateway, GatewayFactory, World, base_config
+from .support.world import (
+    BOTH_APPS,
+    CLIENT_ID,
+    SECOND_ID,
+    SECOND_SECRET,
+    Gateway,
+    GatewayFactory,
+    World,
+    base_config,
+)
 
 REDIS_SERVER = shutil.which("redis-server") or next(
     (p for p in ("/usr/bin/redis-server",) if Path(p).exists()), None
@@ -208,19 +217,19 @@ async def test_logout_revokes_the_scoped_tokens_every_replica_minted(
     world.github.add_account("octo-org", 100, ["api"])
     spec = {"target": "octo-org", "repositories": ["api"], "permissions": {"contents": "read"}}
     routes = [{"path": "/", "upstream": world.upstream_url, "upstream_token": spec}]
-    a = await start_gateway(cache={"redis_url": redis_server.url}, routes=routes)
-    b = await start_gateway(cache={"redis_url": redis_server.url}, routes=routes)
-    token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=8 * 3600)
+    a = await start_gateway(cache={"redis_url": redis_server.url}, routes=routes, github={"apps": BOTH_APPS})
+    b = await start_gateway(cache={"redis_url": redis_server.url}, routes=routes, github={"apps": BOTH_APPS})
+    token = world.github.add_token("monalisa", 2, client_id=SECOND_ID)
     async with b.client.get("/svc", headers=bearer(token)) as resp:
         scoped = dict((await resp.json())["headers"])["Authorization"].removeprefix("Bearer ")
-    assert world.github.live(scoped, CLIENT_ID) is not None
+    assert world.github.live(scoped, SECOND_ID) is not None
     async with a.client.post("/_gateway/logout", headers=bearer(token)) as resp:
         assert resp.status == 200
     # B hears of it over Redis, then revokes at GitHub the scoped token it minted
     async with asyncio.timeout(10):
-        while world.github.live(scoped, CLIENT_ID) is not None:
+        while world.github.live(scoped, SECOND_ID) is not None:
             await world.github.wait_for_calls(len(world.github.calls) + 1)
-    assert world.github.live(scoped, CLIENT_ID) is None
+    assert world.github.live(scoped, SECOND_ID) is None
 
 
 async def test_a_replica_that_lost_redis_forgets_what_it_may_have_missed(

@@ -9,7 +9,7 @@ from aiohttp import ClientResponse
 
 from .support.headers import bearer, seen_headers
 from .support.sockets import free_port, raw_request
-from .support.world import Gateway, GatewayFactory, World
+from .support.world import CLIENT_ID, SECOND_APP, SECOND_ID, Gateway, GatewayFactory, World
 
 
 async def error_body(resp: ClientResponse) -> dict[str, Any]:
@@ -28,7 +28,7 @@ async def test_valid_token_reaches_the_upstream_with_its_identity(gateway: Gatew
     assert seen_headers(echo, "X-Auth-User") == ["alice"]
     assert seen_headers(echo, "X-Auth-User-Id") == ["7"]
     assert seen_headers(echo, "X-Auth-Scopes") == ["repo,read:org"]
-    assert seen_headers(echo, "X-Auth-Client-Id") == ["Iv1.8a61f9b3a7aba766"]
+    assert seen_headers(echo, "X-Auth-Client-Id") == [CLIENT_ID]
     assert seen_headers(echo, "X-Auth-Token-Expires-At") == []
 
 
@@ -63,8 +63,9 @@ async def test_revoked_token_is_401(gateway: Gateway, world: World) -> None:
     assert "invalid_token" in resp.headers["WWW-Authenticate"]
 
 
-async def test_expired_token_is_401(gateway: Gateway, world: World) -> None:
-    token = world.github.add_token("alice", 7, expires_in=-1)
+async def test_expired_token_is_401(start_gateway: GatewayFactory, world: World) -> None:
+    gateway = await start_gateway(github={"apps": [SECOND_APP]})
+    token = world.github.add_token("alice", 7, client_id=SECOND_ID, expires_in=-1)
     resp = await gateway.client.get("/svc", headers=bearer(token))
     assert resp.status == 401
     assert "invalid_token" in resp.headers["WWW-Authenticate"]
@@ -128,9 +129,7 @@ async def test_github_down_and_nothing_cached_is_503_with_retry_after(gateway: G
 
 
 async def test_wrong_app_credentials_are_503_not_401(start_gateway: GatewayFactory, world: World) -> None:
-    gateway = await start_gateway(
-        github={"apps": [{"client_id": "Iv1.8a61f9b3a7aba766", "client_secret": "wrong"}]}
-    )
+    gateway = await start_gateway(github={"apps": [{"client_id": CLIENT_ID, "client_secret": "wrong"}]})
     token = world.github.add_token("alice", 7)
     resp = await gateway.client.get("/svc", headers=bearer(token))
     assert resp.status == 503
@@ -240,7 +239,7 @@ async def test_whoami_answers_the_callers_identity(gateway: Gateway, world: Worl
         "id": 7,
         "scopes": ["repo"],
         "expires_at": None,
-        "client_id": "Iv1.8a61f9b3a7aba766",
+        "client_id": CLIENT_ID,
     }
     assert (await gateway.client.get("/_gateway/whoami")).status == 401
 

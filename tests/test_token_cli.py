@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from .support.processes import REPO
-from .support.world import CLIENT_ID, CLIENT_SECRET, World
+from .support.world import BOTH_APPS, CLIENT_ID, SECOND_ID, World
 
 
 @dataclass
@@ -40,7 +40,7 @@ def gateway_token(world: World, tmp_path: Path) -> Run:
             {
                 "github": {
                     "api_url": world.github_url,
-                    "apps": [{"client_id": CLIENT_ID, "client_secret": "${SECRET}"}],
+                    "apps": [{**app, "client_secret": f"${{SECRET_{n}}}"} for n, app in enumerate(BOTH_APPS)],
                     "retries": 0,
                 },
                 "routes": [{"path": "/", "upstream": "http://127.0.0.1:9"}],
@@ -50,7 +50,8 @@ def gateway_token(world: World, tmp_path: Path) -> Run:
 
     async def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
         full_env = {k: v for k, v in os.environ.items() if k != "GATEWAY_TOKEN"}
-        full_env.update({"SECRET": CLIENT_SECRET, "GATEWAY_CONFIG": str(config), **(env or {})})
+        secrets = {f"SECRET_{n}": str(app["client_secret"]) for n, app in enumerate(BOTH_APPS)}
+        full_env.update({**secrets, "GATEWAY_CONFIG": str(config), **(env or {})})
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -162,7 +163,7 @@ async def test_scope_mints_a_scoped_token_from_a_github_app_user_token(
     gateway_token: Run, world: World
 ) -> None:
     world.github.add_account("octo-org", 100, ["api", "web"])
-    token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=3600)
+    token = world.github.add_token("monalisa", 2, client_id=SECOND_ID, expires_in=3600)
     result = await gateway_token(
         "scope", "--target", "octo-org", "--repository", "api", "--permission", "contents=read", stdin=token
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .support.headers import bearer, seen_headers
-from .support.world import CLIENT_ID, GatewayFactory, World
+from .support.world import BOTH_APPS, SECOND_ID, GatewayFactory, World
 
 SPEC = {"target": "octo-org", "repositories": ["api"], "permissions": {"contents": "read"}}
 
@@ -25,8 +25,8 @@ async def test_upstream_sees_a_scoped_token_and_never_the_callers(
     start_gateway: GatewayFactory, world: World
 ) -> None:
     world.github.add_account("octo-org", 100, ["api", "web"])
-    gateway = await start_gateway(routes=routes(world), pass_authorization=True)
-    token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=8 * 3600)
+    gateway = await start_gateway(github={"apps": BOTH_APPS}, routes=routes(world), pass_authorization=True)
+    token = world.github.add_token("monalisa", 2, client_id=SECOND_ID)
     resp = await gateway.client.get("/scoped/x", headers=bearer(token))
     assert resp.status == 200, await resp.text()
     echo = await resp.json()
@@ -45,8 +45,8 @@ async def test_the_scoped_token_is_minted_once_and_reused(
     start_gateway: GatewayFactory, world: World
 ) -> None:
     world.github.add_account("octo-org", 100, ["api"])
-    gateway = await start_gateway(routes=routes(world))
-    token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=8 * 3600)
+    gateway = await start_gateway(github={"apps": BOTH_APPS}, routes=routes(world))
+    token = world.github.add_token("monalisa", 2, client_id=SECOND_ID)
     seen = set()
     for _ in range(3):
         echo = await (await gateway.client.get("/scoped", headers=bearer(token))).json()
@@ -59,8 +59,8 @@ async def test_a_scoped_token_is_not_used_past_its_expiry(
     start_gateway: GatewayFactory, world: World
 ) -> None:
     world.github.add_account("octo-org", 100, ["api"])
-    gateway = await start_gateway(routes=routes(world), cache={"ttl": "1h"})
-    token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=600)
+    gateway = await start_gateway(github={"apps": BOTH_APPS}, routes=routes(world), cache={"ttl": "1h"})
+    token = world.github.add_token("monalisa", 2, client_id=SECOND_ID, expires_in=600)
     await gateway.client.get("/scoped", headers=bearer(token))
     world.clock.advance(600 - 30)  # inside the expiry margin: a new one is minted
     await gateway.client.get("/scoped", headers=bearer(token))
@@ -71,7 +71,7 @@ async def test_an_oauth_app_token_on_an_upstream_token_route_is_403(
     start_gateway: GatewayFactory, world: World
 ) -> None:
     world.github.add_account("octo-org", 100, ["api"])
-    gateway = await start_gateway(routes=routes(world))
+    gateway = await start_gateway(github={"apps": BOTH_APPS}, routes=routes(world))
     token = world.github.add_token("alice", 7, ["repo"])
     for _ in range(2):
         resp = await gateway.client.get("/scoped", headers=bearer(token))
@@ -85,10 +85,10 @@ async def test_logout_revokes_the_scoped_tokens_minted_from_the_callers(
     start_gateway: GatewayFactory, world: World
 ) -> None:
     world.github.add_account("octo-org", 100, ["api"])
-    gateway = await start_gateway(routes=routes(world))
-    token = world.github.add_token("monalisa", 2, [], prefix="ghu_", expires_in=8 * 3600)
+    gateway = await start_gateway(github={"apps": BOTH_APPS}, routes=routes(world))
+    token = world.github.add_token("monalisa", 2, client_id=SECOND_ID)
     echo = await (await gateway.client.get("/scoped", headers=bearer(token))).json()
     scoped = seen_headers(echo, "Authorization")[0].removeprefix("Bearer ")
     assert (await gateway.client.post("/_gateway/logout", headers=bearer(token))).status == 200
-    assert world.github.live(scoped, CLIENT_ID) is None
-    assert world.github.live(token, CLIENT_ID) is None
+    assert world.github.live(scoped, SECOND_ID) is None
+    assert world.github.live(token, SECOND_ID) is None

@@ -1,5 +1,11 @@
-"""`gateway demo`: the embedded default. A fake GitHub with a demo app and demo tokens, an echo
+"""`gateway demo`: the embedded default. A fake GitHub with the config's apps and demo tokens, an echo
 upstream, and the gateway from `gateway.yaml` pointed at both; no GitHub account, no network.
+
+The config names one app of each kind (`gateway.yaml`: a GitHub App, then an OAuth App), and each demo
+token belongs to the app that could issue it: octocat's `oauth` token (scopes repo, read:org), the
+revoked one and the organisation's member and outsider (read:org) to the OAuth App; monalisa's
+`github_app` token (no scopes, 8 hours) to the GitHub App. The fake GitHub also serves the device
+and web flows at its own URL, with octocat signed in at the browser.
 
 The fake GitHub also holds the organisation of the first org-gated route and the team of the first
 team-gated route, with people on both sides of each gate: octocat on the team (and so in its
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,11 +32,10 @@ from ..config import Config, IdentityTokenConfig, Route
 from ..stopping import stop_event
 from ..wire import make_server
 from .echo import echo_app
-from .fake_github import FakeGitHub
+from .fake_github import GITHUB_APP, OAUTH_APP, FakeGitHub
 
 # What `gateway.yaml` reads from the environment, filled with demo values when unset
-DEMO_ENV = {"GITHUB_CLIENT_SECRET": "demo-secret"}
-EIGHT_HOURS = 8 * 3600
+DEMO_ENV = {"GITHUB_CLIENT_SECRET": "demo-secret", "GITHUB_OAUTH_CLIENT_SECRET": "demo-oauth-secret"}
 
 
 async def _start(runner: web.BaseRunner, host: str, port: int) -> tuple[web.BaseRunner, int]:
@@ -70,12 +76,13 @@ def gated_routes(config: Config) -> tuple[Route | None, Route | None]:
 def demo_tokens(fake: FakeGitHub, config: Config) -> dict[str, str]:
     """Register the demo tokens, and the organisation and team the gated routes name; returns the
     tokens by what they show."""
+    oauth_app, github_app = (_first_app(fake, kind) for kind in (OAUTH_APP, GITHUB_APP))
     tokens = {
-        "oauth": fake.add_token("octocat", 583231, ["repo", "read:org"], prefix="gho_"),
-        "github_app": fake.add_token("monalisa", 2, [], prefix="ghu_", expires_in=EIGHT_HOURS),
-        "revoked": fake.add_token("hubot", 3, ["repo"], prefix="gho_"),
-        "org_member": fake.add_token("defunkt", 4, ["read:org"], prefix="gho_"),
-        "outsider": fake.add_token("mallory", 5, ["read:org"], prefix="gho_"),
+        "oauth": fake.add_token("octocat", 583231, ["repo", "read:org"], client_id=oauth_app),
+        "github_app": fake.add_token("monalisa", 2, client_id=github_app),
+        "revoked": fake.add_token("hubot", 3, ["repo"], client_id=oauth_app),
+        "org_member": fake.add_token("defunkt", 4, ["read:org"], client_id=oauth_app),
+        "outsider": fake.add_token("mallory", 5, ["read:org"], client_id=oauth_app),
     }
     fake.revoke(tokens["revoked"])
     by_org, by_team = gated_routes(config)
@@ -89,6 +96,15 @@ def demo_tokens(fake: FakeGitHub, config: Config) -> dict[str, str]:
     return tokens
 
 
+def _first_app(fake: FakeGitHub, kind: str) -> str:
+    """The client id of the config's first app of this kind; ValueError when it has none."""
+    found = next((cid for cid, app in fake.settings.items() if app.kind == kind), None)
+    if found is None:
+        named = "an OAuth App" if kind == OAUTH_APP else "a GitHub App (client id Iv1.… or Iv23…)"
+        raise ValueError(f"github.apps: the demo needs {named} beside the other kind")
+    return found
+
+
 def _organisation(fake: FakeGitHub, login: str) -> None:
     """An organisation octocat and defunkt are active members of, made once."""
     if login.casefold() not in fake.orgs:
@@ -97,7 +113,7 @@ def _organisation(fake: FakeGitHub, login: str) -> None:
             fake.add_member(login, member)
 
 
-def instructions(base: str, tokens: Mapping[str, str], config: Config) -> str:
+def instructions(base: str, tokens: Mapping[str, str], config: Config, *, github_url: str = "") -> str:
     """Ready-to-paste curl commands for each case."""
     required = [r for r in config.routes if r.auth == "required"]
     restricted = ("scopes", "users", "user_ids", "orgs", "teams", "repos")
@@ -159,25 +175,34 @@ def instructions(base: str, tokens: Mapping[str, str], config: Config) -> str:
             "# upstreams verify it with the public keys published here (README: The identity token)",
             f"curl -s {base}{config.server.control_prefix}/jwks.json",
         ]
+    if github_url:
+        lines += [
+            "",
+            f"The fake GitHub is at {github_url} (octocat is signed in there): its device flow's page is",
+            f"{github_url}/login/device, its web flow's {github_url}/login/oauth/authorize.",
+        ]
     lines += ["", "Ctrl-C stops the demo."]
     return "\n".join(lines)
 
 
-async def run_demo(path: str | None) -> None:
+async def run_demo(path: str | None) -> int:
     """Start the fake GitHub, the echo upstream and the gateway; serve until SIGINT or SIGTERM."""
     config = config_module.load(path, env={**DEMO_ENV, **os.environ})
     host = config.server.host
     fake = FakeGitHub({a.client_id: a.client_secret.get_secret_value() for a in config.github.apps})
-    tokens = demo_tokens(fake, config)
+    try:
+        tokens = demo_tokens(fake, config)
+    except ValueError as exc:
+        print(f"gateway demo: {exc}", file=sys.stderr)
+        return 2
+    fake.flows.signed_in = "octocat"
     stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
-        runner, github_port = await _start(web.AppRunner(fake.app(), access_log=None), "127.0.0.1", 0)
-        stack.push_async_callback(runner.cleanup)
+        stack.push_async_callback((await fake.start()).cleanup)
         runner, echo_port = await _start(web.AppRunner(echo_app(), access_log=None), "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)
-        config = demo_config(
-            config, github_url=f"http://127.0.0.1:{github_port}", upstream_url=f"http://127.0.0.1:{echo_port}"
-        )
+        github_url = fake.web_url or ""
+        config = demo_config(config, github_url=github_url, upstream_url=f"http://127.0.0.1:{echo_port}")
         keys = stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-demo-"))
         config = with_identity_token(config, Path(keys))
         gateway = await stack.enter_async_context(open_gateway(config))
@@ -185,12 +210,12 @@ async def run_demo(path: str | None) -> None:
         runner, port = await _start(web.ServerRunner(server), host, config.server.port)
         stack.push_async_callback(runner.cleanup)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        print(instructions(f"http://{shown}:{port}", tokens, config), flush=True)
+        print(instructions(f"http://{shown}:{port}", tokens, config, github_url=github_url), flush=True)
         await stop.wait()
     print("gateway demo: stopped", flush=True)
+    return 0
 
 
 def main(path: str | None) -> int:
     """Run the demo until Ctrl-C."""
-    asyncio.run(run_demo(path))
-    return 0
+    return asyncio.run(run_demo(path))

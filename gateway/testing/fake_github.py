@@ -1,33 +1,51 @@
-"""A fake GitHub: the whole OAuth Apps API and the membership REST API (organisations, teams,
-repositories, the GitHub App: DESIGN §10) with GitHub's semantics and answer shapes, for tests, the
-demo and other teams' integration tests (`gateway fake-github`, in `fake_github_cli`).
+"""A fake GitHub: the whole OAuth Apps API, the membership REST API (organisations, teams,
+repositories, the GitHub App: DESIGN §10) and the web host's device and web flows (DESIGN §12), with
+GitHub's semantics and answer shapes, for tests, the demo and other teams' integration tests
+(`gateway fake-github`, in `fake_github_cli`).
 
-It knows apps (client_id → secret), a registry of tokens, each issued to a user by one app (a grant
-is the set of a user's tokens for one app), and accounts (users and organizations the GitHub App is
-installed on, with their repositories) that scoped tokens can target. Tokens are kept by their
-SHA-256, like GitHub's `hashed_token`; `calls` records every call by GitHub's operationId, never a
-token in clear. Paths are served at the root (github.com) and under `/api/v3` (GHES).
+    fake = FakeGitHub({"Ov23li…": "secret", "Iv1.…": "secret"}, device_interval=0)
+    runner = await fake.start()           # or aiohttp_server(fake.app()); fake.web_url is set by start
+    token = fake.add_token("alice", 7, ["repo"])                  # the first app's: an OAuth App, gho_
+    user = fake.add_token("bob", 8, client_id="Iv1.…")            # a GitHub App's: ghu_, 8 hours
+    pair = fake.issue("bob", client_id="Iv1.…")                   # Issued: ghu_ and its ghr_
+    fake.flows.auto_approve = "alice"     # device codes and authorize requests approved for alice
+
+The API is served at the root (github.com) and under `/api/v3` (GHES); the flows only at the root,
+`/login/...`, which is the web URL of both (`https://github.com/login/…`, `https://HOSTNAME/login/…`).
+
+It knows apps of GitHub's two kinds (`fake_github_apps`: an OAuth App issues `gho_` tokens with
+scopes that never expire; a GitHub App `ghu_` tokens without scopes, expiring after 8 hours, with
+single-use `ghr_` refresh tokens good for 6 months), a registry of the tokens they issued to users
+(`fake_github_tokens`: `register_app`, `add_token`, `issue`, `refresh`, `revoke`, `lookup`, `live`;
+a token an app's kind could not issue is refused with ValueError), and accounts (users and
+organizations the GitHub App is installed on, with their repositories) that scoped tokens can
+target. Tokens are kept by their SHA-256, like GitHub's `hashed_token`; `calls` records every call by
+GitHub's operationId (the flows' by the names in `fake_github_oauth`), never a token in clear.
 
 What GitHub does, the fake does:
 - an unknown app or token is 404, wrong credentials for a known app 401, a body that is not JSON
   400, a missing `access_token` 422;
 - reset mints a new token with the same prefix and the old one stops working; delete revokes one
   token; delete grant revokes every token of that user for that app (other apps' stay valid);
-- scoping needs a non-scoped GitHub App user token (`ghu_`; others 422) and a target or target_id
-  (422 without); an unknown target (`add_account`) is 404, a repository not the target's or a
-  permission level other than read/write/admin 422 (simpler than GitHub: it does not check which
-  permissions the app was granted, nor which levels each permission has). The scoped token is a new
-  `ghu_` token of the same user, expiring with its parent, that checks as valid and carries its
-  `Restriction` (`lookup(token).restriction`: what an upstream would let it do); without
-  `permissions` it gets the installation's.
+- scoping is a GitHub App's: an OAuth App's client id is refused with 422 (GitHub does not document
+  this answer; 422 is what it gives any token that cannot be scoped), and it needs a non-scoped user
+  token (`ghu_`; others 422) and a target or target_id (422 without); an
+  unknown target (`add_account`) is 404, a repository not the target's or a permission level other
+  than read/write/admin 422 (simpler than GitHub: it does not check which permissions the app was
+  granted, nor which levels each permission has). The scoped token is a new `ghu_` token of the same
+  user, expiring with its parent, that checks as valid and carries its `Restriction`
+  (`lookup(token).restriction`: what an upstream would let it do); without `permissions` it gets the
+  installation's.
 - `legacy_paths=False` is github.com / GHES >= 3.4: the deprecated path forms
   (`…/tokens/{access_token}`, `…/grants/{access_token}`) answer 404; `True` is an old GHES, where they
   work (and the body forms too).
 
-The membership API's state and Python API (add_org, add_member, add_team, add_repo, set_role,
-set_app, install, authorize_sso, exhaust_rate_limit, remove_member, …) are `Directory`'s
+The membership API's state and Python API (add_user, add_org, add_member, add_team, add_repo,
+set_role, set_app, install, authorize_sso, exhaust_rate_limit, remove_member, …) are `Directory`'s
 (`fake_github_orgs`), which FakeGitHub is; its endpoints and GitHub's rules for them are in
-`fake_github_rest`, its answer bodies in `fake_github_bodies`. Here: what every call goes through.
+`fake_github_rest`, its answer bodies in `fake_github_bodies`. The flows and their Python API
+(`fake.flows`: auto_approve, signed_in, interval, approve_device, deny_device, pending) are
+`fake_github_oauth`'s. Here: what every call goes through.
 
 Switches for failure tests, on every endpoint: `latency` (seconds before every answer), `outage`
 (answer every call with that status), `hang` (answer nothing until it is switched off or the server
@@ -35,7 +53,7 @@ stops). `count(*ops, target=…)` counts calls by operationId and what they aske
 
 Longer than most modules here: one operation of GitHub's per method, each short, and the checks they
 share (the app's credentials, the body, the token) read best beside them; the state they act on is in
-`fake_github_model`.
+`fake_github_tokens` and `fake_github_model`.
 """
 
 from __future__ import annotations
@@ -44,19 +62,16 @@ import asyncio
 import base64
 import dataclasses
 import hmac
-import itertools
 import json
 import re
-import secrets
-import string
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from aiohttp import web
 
 from . import fake_github_callers as callers
+from .fake_github_apps import GITHUB_APP, OAUTH_APP, AppSettings, Issued, new_token
 from .fake_github_callers import Caller
 from .fake_github_model import (
     Call,
@@ -70,28 +85,37 @@ from .fake_github_model import (
     sha256,
     validation_failed,
 )
-from .fake_github_orgs import Directory, GitHubApp, Installation, Member, Org, Repo, Team
+from .fake_github_oauth import DEVICE_INTERVAL, DeviceAuthorization, WebFlows
+from .fake_github_orgs import GitHubApp, Installation, Member, Org, Repo, Team
 from .fake_github_rest import ROUTES as REST_ROUTES
 from .fake_github_rest import RestRoute
+from .fake_github_tokens import Registry
 
 __all__ = [
     "DEMO_APP",
+    "DEMO_OAUTH_APP",
+    "GITHUB_APP",
+    "OAUTH_APP",
+    "AppSettings",
     "Call",
+    "DeviceAuthorization",
     "FakeAccount",
     "FakeGitHub",
     "FakeToken",
     "GitHubApp",
     "Installation",
+    "Issued",
     "Member",
     "Org",
     "Repo",
     "Restriction",
     "Team",
+    "WebFlows",
 ]
 
-DEMO_APP = ("Iv1.demo0000000000", "demo-secret")
+DEMO_APP = ("Iv1.demo0000000000", "demo-secret")  # a GitHub App
+DEMO_OAUTH_APP = ("Ov23lidemo0000000000", "demo-oauth-secret")  # an OAuth App
 _CHECKS = frozenset({"apps/check-token", "apps/check-authorization"})
-_ALPHABET = string.ascii_letters + string.digits
 _TOKEN_PREFIX = re.compile(r"github_pat_|[a-z]{2,4}_")
 _PREFIXES = ("", "/api/v3")
 
@@ -111,25 +135,27 @@ class _Route:
         return "{access_token}" in self.path
 
 
-class FakeGitHub(Directory):
+class FakeGitHub(Registry):
     """GitHub in one process: the OAuth Apps API (apps, tokens, accounts) and the membership REST API
     (organisations, teams, repositories, the GitHub App: `Directory`), switches and a call log."""
 
     def __init__(
-        self, apps: Mapping[str, str], *, legacy_paths: bool = False, clock: Callable[[], float] = time.time
+        self,
+        apps: Mapping[str, str],
+        *,
+        legacy_paths: bool = False,
+        clock: Callable[[], float] = time.time,
+        device_interval: int = DEVICE_INTERVAL,
+        auto_approve: str | None = None,
+        signed_in: str | None = None,
     ) -> None:
-        if not apps:
-            raise ValueError("a fake GitHub needs at least one app (client_id → secret)")
-        super().__init__(clock=clock, app_client_id=next(iter(apps)))
-        self.apps = dict(apps)
+        super().__init__(apps, clock=clock)
         self.legacy_paths = legacy_paths
         self.latency = 0.0
         self.outage: int | None = None
         self.calls: list[Call] = []
-        self._tokens: dict[str, FakeToken] = {}  # by SHA-256 hex of the token
-        self._accounts: dict[str, FakeAccount] = {}  # by login, casefolded (GitHub's are case-insensitive)
-        self._ids = itertools.count(1)
-        self._repo_ids = itertools.count(1_000_000)
+        self.web_url: str | None = None  # where `start` serves it (the API too, github.com style)
+        self.flows = WebFlows(self, interval=device_interval, auto_approve=auto_approve, signed_in=signed_in)
         self._hang = False
         self._wake: asyncio.Event | None = None
         self._closing = False
@@ -139,86 +165,7 @@ class FakeGitHub(Directory):
         return f"<FakeGitHub apps={list(self.apps)} tokens={len(self._tokens)} calls={len(self.calls)}>"
 
     # -----------------------------------------------------------------------------------------------
-    # Registry and switches
-
-    def add_token(
-        self,
-        login: str,
-        user_id: int,
-        scopes: Sequence[str] = (),
-        *,
-        client_id: str | None = None,
-        expires_in: float | None = None,
-        prefix: str = "gho_",
-        token: str | None = None,
-    ) -> str:
-        """Issue a token to a user by an app (default: the first); returns the token."""
-        client_id = next(iter(self.apps)) if client_id is None else client_id
-        if client_id not in self.apps:
-            raise ValueError(f"unknown app {client_id!r}; known: {', '.join(self.apps)}")
-        if user_id <= 0:
-            raise ValueError("expected a positive user id")
-        token = token if token is not None else _new_token(prefix)
-        if sha256(token) in self._tokens:
-            raise ValueError("that token is already registered")
-        self.add_user(login, user_id)
-        now = self._clock()
-        self._tokens[sha256(token)] = FakeToken(
-            id=next(self._ids),
-            login=login,
-            user_id=user_id,
-            scopes=tuple(scopes),
-            client_id=client_id,
-            created_at=now,
-            expires_at=None if expires_in is None else now + expires_in,
-        )
-        return token
-
-    def add_account(
-        self,
-        login: str,
-        id: int,
-        repositories: Mapping[str, int] | Sequence[str] = (),
-        *,
-        type: str = "Organization",
-        permissions: Mapping[str, str] | None = None,
-    ) -> FakeAccount:
-        """Install the GitHub App on a user or organization with these repositories (name → id, or
-        names: ids are made up); `permissions` are what a scoped token gets when it asks for none."""
-        if login.casefold() in self._accounts or any(a.id == id for a in self._accounts.values()):
-            raise ValueError(f"an account {login!r} or with id {id} is already registered")
-        if id <= 0 or isinstance(repositories, str):
-            raise ValueError("expected a positive id and repository names (or name → id)")
-        repos = (
-            dict(repositories)
-            if isinstance(repositories, Mapping)
-            else {name: next(self._repo_ids) for name in repositories}
-        )
-        account = FakeAccount(login, id, MappingProxyType(repos), type)
-        if permissions is not None:
-            account = dataclasses.replace(account, permissions=MappingProxyType(dict(permissions)))
-        self._accounts[login.casefold()] = account
-        return account
-
-    def revoke(self, token: str) -> bool:
-        """Revoke a token; False when the fake never issued it."""
-        entry = self._tokens.get(sha256(token))
-        if entry is not None:
-            entry.revoked = True
-        return entry is not None
-
-    def lookup(self, token: str) -> FakeToken | None:
-        """The registry entry of a token the fake issued, whatever its state (revoked, expired)."""
-        return self._tokens.get(sha256(token))
-
-    def live(self, token: str, client_id: str) -> FakeToken | None:
-        """The registry entry of a token that `client_id` may see: issued by it, not revoked or expired."""
-        entry = self._tokens.get(sha256(token))
-        if entry is None or entry.revoked or entry.client_id != client_id:
-            return None
-        if entry.expires_at is not None and entry.expires_at <= self._clock():
-            return None
-        return entry
+    # The call log and switches
 
     def check_calls(self, token: str | None = None) -> int:
         """How many check calls (either form) arrived, for `token` only when given."""
@@ -246,11 +193,14 @@ class FakeGitHub(Directory):
         finally:
             self._arrivals.remove((count, arrived))
 
-    def _arrive(self, call: Call) -> None:
+    async def enter(self, call: Call) -> web.Response | None:
+        """Log a call and put it through the switches: the answer that cuts it short, or None. Every
+        endpoint, the web flows' too, starts here."""
         self.calls.append(call)
         for count, arrived in self._arrivals:
             if len(self.calls) >= count and not arrived.done():
                 arrived.set_result(None)
+        return await self._switches(call.op)
 
     @property
     def hang(self) -> bool:
@@ -269,8 +219,9 @@ class FakeGitHub(Directory):
     # HTTP
 
     def app(self) -> web.Application:
-        """The aiohttp application serving the fake at / and /api/v3."""
+        """The aiohttp application serving the API at / and /api/v3, and the web flows at /login."""
         app = web.Application(middlewares=[_json_errors])
+        self.flows.add_routes(app)
         for prefix in _PREFIXES:
             for route in _ROUTES:
                 app.router.add_route(
@@ -283,6 +234,20 @@ class FakeGitHub(Directory):
         app.on_startup.append(self._open)
         app.on_shutdown.append(self._release)
         return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
+        """Serve the fake on a real socket; sets `web_url` (the web flows, and the API github.com style;
+        GHES style it is under `web_url + "/api/v3"`). The caller cleans the runner up."""
+        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        bound_host, bound_port = runner.addresses[0][:2]
+        self.web_url = f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+        return runner
 
     async def _open(self, _app: web.Application) -> None:
         self._closing = False
@@ -318,8 +283,7 @@ class FakeGitHub(Directory):
                 body = None
             token = body.get("access_token") if isinstance(body, dict) else None
             token = token if isinstance(token, str) and token else None
-        self._arrive(Call(op, cid, self._clock(), None if token is None else sha256(token)))
-        interrupted = await self._switches(op)
+        interrupted = await self.enter(Call(op, cid, self._clock(), None if token is None else sha256(token)))
         if interrupted is not None:
             return interrupted
         if (route.legacy and not self.legacy_paths) or cid not in self.apps:
@@ -356,10 +320,8 @@ class FakeGitHub(Directory):
         target = "/".join(request.match_info.values()) or None
         app = self.github_app
         client_id = entry.client_id if entry is not None else "" if app is None else app.client_id
-        self._arrive(
-            Call(route.op, client_id, self._clock(), sha256(credential) if credential else None, target)
-        )
-        interrupted = await self._switches(route.op)
+        digest = sha256(credential) if credential else None
+        interrupted = await self.enter(Call(route.op, client_id, self._clock(), digest, target))
         if interrupted is not None:
             return interrupted
         if not isinstance(caller, Caller):
@@ -410,7 +372,7 @@ class FakeGitHub(Directory):
         _body: Mapping[str, object],
     ) -> web.Response:
         match = _TOKEN_PREFIX.match(token)
-        new = _new_token(match.group(0) if match else "")
+        new = new_token(match.group(0) if match else "")
         entry.revoked = True  # the same authorization, with a new token: the old one stops working
         renewed = dataclasses.replace(entry, revoked=False, updated_at=self._clock())
         self._tokens[sha256(new)] = renewed
@@ -451,6 +413,9 @@ class FakeGitHub(Directory):
         entry: FakeToken,
         body: Mapping[str, object],
     ) -> web.Response:
+        if self.settings[cid].kind == OAUTH_APP:
+            why = "an OAuth App cannot create scoped tokens: expected a GitHub App's user access token"
+            return validation_failed(op, field="access_token", code="invalid", message=why)
         if not token.startswith("ghu_") or entry.restriction is not None:
             why = "expected a GitHub App user access token that is not scoped already"
             return validation_failed(op, field="access_token", code="invalid", message=why)
@@ -467,7 +432,7 @@ class FakeGitHub(Directory):
             expires_at=entry.expires_at,
             restriction=restriction,
         )
-        new = _new_token("ghu_")
+        new = new_token("ghu_")
         self._tokens[sha256(new)] = scoped
         return self._authorization(request, op, new, scoped)
 
@@ -482,10 +447,6 @@ class FakeGitHub(Directory):
             # schema (GHES 2.22) admits no `installation: null` under OpenAPI 3.0's nullable rules.
             del body["installation"]
         return web.json_response(body)
-
-
-def _new_token(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(36))
 
 
 _ROUTES = (  # paths below /applications/{client_id}

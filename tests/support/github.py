@@ -19,8 +19,8 @@ from gateway.config import GitHubConfig
 from gateway.identity import Identity
 
 API = "https://api.github.com"
-CID, SECRET = "Iv1.8a61f9b3a7aba766", "app-secret-1"
-CID2, SECRET2 = "Iv1.0000000000second", "app-secret-2"
+CID, SECRET = "Ov23liA1b2C3d4E5f6G7", "app-secret-1"  # an OAuth App: gho_ tokens with scopes
+CID2, SECRET2 = "Iv1.0000000000second", "app-secret-2"  # a GitHub App: ghu_ tokens, no scopes
 TOKEN = "gho_16C7e42F292c6912E7710c838347Ae178B4a"
 CHECK = f"{API}/applications/{CID}/token"
 CHECK2 = f"{API}/applications/{CID2}/token"

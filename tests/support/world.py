@@ -20,9 +20,11 @@ from gateway.wire import make_server
 
 from .clock import FakeClock
 
-CLIENT_ID = "Iv1.8a61f9b3a7aba766"
+CLIENT_ID = "Ov23liA1b2C3d4E5f6G7"  # an OAuth App: gho_ tokens with scopes, the gateway's app
 CLIENT_SECRET = "test-secret-0123456789"
-SECOND_ID, SECOND_SECRET = "Iv1.0000000000second", "second-secret-0123"
+SECOND_ID, SECOND_SECRET = "Iv1.0000000000second", "second-secret-0123"  # a GitHub App: ghu_ tokens
+SECOND_APP = {"client_id": SECOND_ID, "client_secret": SECOND_SECRET}  # as github.apps names it
+BOTH_APPS = [{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}, SECOND_APP]
 
 
 @dataclass
