@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test servers format clean bench bench-smoke bench-tools bench-instructions
+.PHONY: run test servers docker-test format clean bench bench-smoke bench-tools bench-instructions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ test: $(STAMP) servers
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy gateway tests bench
 	$(BIN)/pytest -q
+
+# The container image (Dockerfile) built and run with podman: tests/test_container_image.py, which
+# `make test` leaves out. podman, runc and debootstrap (scripts/base-image makes the base image from
+# Debian's packages where no registry serves it) are installed with apt-get when this machine allows it,
+# else the tests are skipped with the reason. About a minute the first time, seconds after.
+docker-test: $(STAMP)
+	@{ command -v podman && command -v runc && command -v debootstrap; } >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq >/dev/null 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null 2>&1; } || \
+	  echo "podman, runc or debootstrap is not installed and cannot be: the container tests will be skipped"
+	$(BIN)/pytest -q -rs -m container tests/test_container_image.py
 
 # The benchmark of issue 5 (bench/run.py): a few minutes; BENCH_DURATION=S sets the seconds per target,
 # BENCH_FALLBACK=1 uses the aiohttp upstream and load generator instead of nginx and wrk. Exits 1 when a
