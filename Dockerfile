@@ -3,6 +3,7 @@
 #
 #   docker build -t gateway .
 #   docker run -p 8080:8080 -v $PWD/gateway.yaml:/etc/gateway/gateway.yaml:ro -e GITHUB_CLIENT_SECRET gateway
+#   (with server.host: 0.0.0.0 in that gateway.yaml: 127.0.0.1 inside a container is the container's own)
 #
 # The base is pinned to Python's minor version, as the tests run on (pyproject: requires-python); where
 # no registry serves it, scripts/base-image makes an image of that tag from Debian's packages.
