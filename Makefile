@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test servers format clean bench bench-smoke bench-tools bench-instructions
+.PHONY: run test servers docker-test format clean bench bench-smoke bench-tools bench-instructions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,21 +15,36 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gateway demo
 
-# Real servers the tests run against (nginx, redis-server, caddy); installed with apt-get when this
-# machine allows it, else the tests that need them are skipped.
+# Real servers the tests run against (nginx, redis-server, caddy), and the tools that check the
+# operators' files in config/ (promtool from Debian's prometheus package, systemd-analyze from systemd);
+# installed with apt-get when this machine allows it, else the tests that need them are skipped.
 servers:
-	@{ { command -v nginx || [ -x /usr/sbin/nginx ]; } && command -v redis-server && command -v caddy; } \
-	  >/dev/null 2>&1 || \
+	@{ { command -v nginx || [ -x /usr/sbin/nginx ]; } && command -v redis-server && command -v caddy && \
+	   command -v promtool && command -v systemd-analyze; } >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    apt-get update -qq >/dev/null 2>&1 && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light redis-server caddy >/dev/null 2>&1; } || \
-	  echo "nginx, redis-server or caddy is not installed and cannot be: the tests that need them will be skipped"
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light redis-server caddy prometheus systemd \
+	      >/dev/null 2>&1; } || \
+	  echo "nginx, redis-server, caddy, promtool or systemd-analyze is not installed and cannot be:" \
+	    "the tests that need them will be skipped"
 
 test: $(STAMP) servers
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy gateway tests bench
 	$(BIN)/pytest -q
+
+# The container image (Dockerfile) built and run with podman: tests/test_container_image.py, which
+# `make test` leaves out. podman, runc and debootstrap (scripts/base-image makes the base image from
+# Debian's packages where no registry serves it) are installed with apt-get when this machine allows it,
+# else the tests are skipped with the reason. About a minute the first time, seconds after.
+docker-test: $(STAMP)
+	@{ command -v podman && command -v runc && command -v debootstrap; } >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq >/dev/null 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null 2>&1; } || \
+	  echo "podman, runc or debootstrap is not installed and cannot be: the container tests will be skipped"
+	$(BIN)/pytest -q -rs -m container tests/test_container_image.py
 
 # The benchmark of issue 5 (bench/run.py): a few minutes; BENCH_DURATION=S sets the seconds per target,
 # BENCH_FALLBACK=1 uses the aiohttp upstream and load generator instead of nginx and wrk. Exits 1 when a
