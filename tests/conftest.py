@@ -56,16 +56,17 @@ async def world(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> World:
 async def start_gateway(
     world: World, aiohttp_client: Callable[..., Awaitable[TestClient[web.BaseRequest, None]]]
 ) -> AsyncIterator[GatewayFactory]:
-    """Start a gateway from `base_config(world, **overrides)`; the cache runs on the world's clock."""
+    """Start a gateway from `base_config(world, **overrides)`, on `port` if given (a config that names
+    its own URL, such as server.public_url, needs it known first); the cache runs on the world's clock."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(**overrides: Any) -> Gateway:
+        async def start(port: int | None = None, **overrides: Any) -> Gateway:
             config = Config.model_validate(base_config(world, **overrides))
             out = io.BytesIO()
             writer = LineWriter(out.write, name="access-log")
             log = AccessLog(writer)
             gateway = await stack.enter_async_context(open_gateway(config, access_log=log, clock=world.clock))
-            return Gateway(gateway, await aiohttp_client(GatewayTestServer(gateway)), log, writer, out)
+            return Gateway(gateway, await aiohttp_client(GatewayTestServer(gateway, port)), log, writer, out)
 
         yield start
 

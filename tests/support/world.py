@@ -70,8 +70,8 @@ def base_config(world: World, **overrides: Any) -> dict[str, Any]:
 class GatewayTestServer(BaseTestServer):
     """The gateway's own server (as `gateway serve` runs it) on a local port."""
 
-    def __init__(self, gateway: GatewayApp) -> None:
-        super().__init__()
+    def __init__(self, gateway: GatewayApp, port: int | None = None) -> None:
+        super().__init__(port=port)
         self._gateway = gateway
 
     async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
