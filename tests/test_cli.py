@@ -93,7 +93,11 @@ def test_check_config_refuses_each_header_the_gateway_sets_or_strips_as_an_ident
 
 
 def test_check_config_accepts_the_repos_gateway_yaml_and_hides_the_secret() -> None:
-    secrets = {"GITHUB_CLIENT_SECRET": "sekrit-value-1234", "GITHUB_OAUTH_CLIENT_SECRET": "sekrit-value-5678"}
+    secrets = {
+        "GITHUB_CLIENT_SECRET": "sekrit-value-1234",
+        "GITHUB_OAUTH_CLIENT_SECRET": "sekrit-value-5678",
+        "GATEWAY_COOKIE_SECRET": "sekrit-cookie-secret-of-32-characters-or-more",
+    }
     result = run("check-config", "-c", "gateway.yaml", env=secrets)
     assert result.returncode == 0, result.stderr
     assert all(secret not in result.stdout + result.stderr for secret in secrets.values())

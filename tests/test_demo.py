@@ -1,5 +1,6 @@
 """`gateway demo` as `make run` starts it: the printed curl commands work (the gated routes admit a
-member with their groups and refuse a non-member), Ctrl-C stops it cleanly."""
+member with their groups and refuse a non-member), a browser signs in through the fake GitHub, Ctrl-C
+stops it cleanly."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from joserfc.jwk import KeySet
+from yarl import URL
 
+from .support.browser import form_of
 from .support.processes import REPO
 from .support.sockets import free_port
 from .support.verifier import decode
@@ -64,8 +67,25 @@ async def test_demo_prints_curl_commands_that_work_and_stops_on_ctrl_c() -> None
         # octocat is on acme/sre (so in acme), defunkt in acme only; monalisa's GitHub App is not installed
         sre = "acme,acme/sre"
         assert groups == [("/", sre), ("/", None), ("/internal", "acme"), ("/ops", sre)]
+        await _browser_signs_in(re.search(r"Sign in from a browser: open (\S+) ,", text))
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "stopped" in out
+
+
+async def _browser_signs_in(found: re.Match[str] | None) -> None:
+    """The demo's browser sign-in, as a browser does it: the protected page, the fake GitHub's approve
+    button, and back to the page with a session cookie, showing the echo upstream's answer."""
+    assert found is not None, "the demo printed no browser sign-in"
+    html = {"Accept": "text/html"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers=html) as browser:
+        async with browser.get(found.group(1)) as consent:  # redirected to the fake GitHub's page
+            assert consent.status == 200 and "/login/oauth/authorize" in consent.url.path
+            form = form_of(await consent.text())
+            action = consent.url.join(URL(form.action))
+        async with browser.post(action, data=form.submit("approve")) as landed:
+            assert landed.status == 200
+            assert landed.url.path == urlsplit(found.group(1)).path
+            assert dict((await landed.json())["headers"])["X-Auth-User"] == "octocat"

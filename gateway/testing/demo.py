@@ -35,7 +35,11 @@ from .echo import echo_app
 from .fake_github import GITHUB_APP, OAUTH_APP, FakeGitHub
 
 # What `gateway.yaml` reads from the environment, filled with demo values when unset
-DEMO_ENV = {"GITHUB_CLIENT_SECRET": "demo-secret", "GITHUB_OAUTH_CLIENT_SECRET": "demo-oauth-secret"}
+DEMO_ENV = {
+    "GITHUB_CLIENT_SECRET": "demo-secret",
+    "GITHUB_OAUTH_CLIENT_SECRET": "demo-oauth-secret",
+    "GATEWAY_COOKIE_SECRET": "the demo's cookie secret: never use a known one",
+}
 
 
 async def _start(runner: web.BaseRunner, host: str, port: int) -> tuple[web.BaseRunner, int]:
@@ -117,7 +121,9 @@ def instructions(base: str, tokens: Mapping[str, str], config: Config, *, github
     """Ready-to-paste curl commands for each case."""
     required = [r for r in config.routes if r.auth == "required"]
     restricted = ("scopes", "users", "user_ids", "orgs", "teams", "repos")
-    open_to_all = next((r.path for r in required if not any(getattr(r, k) for k in restricted)), "/")
+    open_to_all = next(
+        (r.path for r in required if not r.browser_login and not any(getattr(r, k) for k in restricted)), "/"
+    )
     scoped = next((r for r in required if r.scopes), None)
     public = next((r.path for r in config.routes if r.auth == "none"), None)
     oauth, app_token = tokens["oauth"], tokens["github_app"]
@@ -180,6 +186,13 @@ def instructions(base: str, tokens: Mapping[str, str], config: Config, *, github
             "",
             f"The fake GitHub is at {github_url} (octocat is signed in there): its device flow's page is",
             f"{github_url}/login/device, its web flow's {github_url}/login/oauth/authorize.",
+        ]
+    browser = next((r.path for r in required if r.browser_login), None)
+    if browser is not None and config.sessions is not None:
+        lines += [
+            f"Sign in from a browser: open {base}{browser}/ , approve on the fake GitHub's page",
+            "(as octocat), and the browser comes back with a session cookie and shows the echo upstream's",
+            "answer.",
         ]
     lines += ["", "Ctrl-C stops the demo."]
     return "\n".join(lines)
