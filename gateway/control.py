@@ -54,7 +54,7 @@ class Control:
         self._public: dict[str, tuple[str, PublicEndpoint]] = {
             "/sign-in/config": ("GET", self._sign_in_config),
             "/sign-in": ("GET", lambda request, _: sign_in.start(request)),
-            "/callback": ("GET", lambda request, _: sign_in.callback(request)),
+            "/callback": ("GET", lambda request, record: sign_in.callback(request, record.client)),
             "/refresh": ("POST", lambda request, record: sign_in.refresh(request, record.client)),
         }
         if identity_tokens is not None:

@@ -165,9 +165,10 @@ class SignIn:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    async def callback(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def callback(self, request: web.BaseRequest, address: str) -> web.StreamResponse:
         """`GET callback?code&state`: check the state against this browser's, exchange the code, set
-        the session cookie, and return to where the browser was going."""
+        the session cookie, and return to where the browser was going. A code GitHub refuses is a
+        failed authentication of the caller's `address`, paid for before GitHub is asked."""
         if self.sealer is None:
             raise NoRoute("browser sign-in is not configured here (sessions)")
         held = next(
@@ -185,6 +186,7 @@ class SignIn:
             )
         if "error" in request.query:
             raise Forbidden("sign-in was declined at GitHub")
+        self._limiter.reserve_or_refuse(address)
         try:
             issued = await self._client.exchange_code(
                 request.query.get("code", ""), redirect_uri=self._redirect_uri, verifier=str(held["verifier"])
@@ -195,7 +197,9 @@ class SignIn:
                 f"GitHub refused this sign-in ({exc.code}): start again at {self._prefix}/sign-in"
             ) from exc
         except GitHubError as exc:
+            self._limiter.refund(address)
             raise ServiceUnavailable("GitHub is unavailable: sign-in could not finish") from exc
+        self._limiter.refund(address)
         now = self._clock()
         session = _session(issued, now, ends_at=now + self.sealer.max_age)
         response = web.Response(

@@ -277,3 +277,23 @@ async def test_cookies_are_secure_behind_an_https_public_url(
     state = resp.headers["Set-Cookie"]
     assert state.startswith("gateway_session_signin=v1.") and "; Path=/_gateway;" in state
     assert state.endswith("; HttpOnly; SameSite=Lax; Secure")
+
+
+async def test_codes_github_refuses_spend_the_failed_auth_budget(
+    start_gateway: GatewayFactory, world: World
+) -> None:
+    gateway = await _signed_in_gateway(start_gateway, world, rate_limit={"failed_auth_per_minute": 2})
+    statuses = []
+    async with _browser() as browser:
+        for _ in range(3):
+            async with browser.get(
+                gateway.client.make_url("/_gateway/sign-in?rd=/app"), allow_redirects=False
+            ) as started:
+                async with browser.get(started.headers["Location"], allow_redirects=False) as approved:
+                    callback = approved.headers["Location"]
+            junk = callback.replace("code=", "code=junk")
+            async with browser.get(junk, allow_redirects=False) as resp:
+                statuses.append(resp.status)
+
+    assert statuses == [400, 400, 429]
+    assert world.github.count("oauth/access-token", target="authorization_code") == 2
