@@ -286,11 +286,11 @@ async def test_codes_github_refuses_spend_the_failed_auth_budget(
     statuses = []
     async with _browser() as browser:
         for _ in range(3):
-            async with browser.get(
-                gateway.client.make_url("/_gateway/sign-in?rd=/app"), allow_redirects=False
-            ) as started:
-                async with browser.get(started.headers["Location"], allow_redirects=False) as approved:
-                    callback = approved.headers["Location"]
+            start = gateway.client.make_url("/_gateway/sign-in?rd=/app")
+            async with browser.get(start, allow_redirects=False) as started:
+                authorize = started.headers["Location"]
+            async with browser.get(authorize, allow_redirects=False) as approved:
+                callback = approved.headers["Location"]
             junk = callback.replace("code=", "code=junk")
             async with browser.get(junk, allow_redirects=False) as resp:
                 statuses.append(resp.status)
