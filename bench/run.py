@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from . import eventloop, load, measure, servers
+from . import chart, eventloop, load, measure, servers
 from .load import LoadResult
 from .measure import MIB
 from .procs import (
@@ -426,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = checks(results)
     print(render(results, found, enforced=not s.smoke), flush=True)
     write_json(results, found, s.output)
-    print(f"\nwritten: {s.output}")
+    chart.draw(json.loads(s.output.read_text()), s.output.with_suffix(".svg"))
+    print(f"\nwritten: {s.output} and {s.output.with_suffix('.svg')}")
     return 0 if s.smoke or all(c.passed is not False for c in found) else 1
 
 

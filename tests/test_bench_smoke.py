@@ -13,7 +13,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bench import cachemem, load, report, servers
+from bench import cachemem, chart, load, report, servers
 from bench.measure import MIB, Herd, Upload
 from gateway import config
 
@@ -144,3 +144,15 @@ def test_the_json_holds_the_table_with_its_ratios(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "out" / "latest.json").read_text())
     assert [row["vs_b"]["rps"] for row in data["rows"]] == [1.0, 1.4]
     assert data["rows"][0]["vs_d"] is None and data["targets"][0]["passed"] is True
+
+
+def test_the_chart_draws_every_measured_row(tmp_path: Path) -> None:
+    results = _results()
+    report.write_json(results, report.checks(results), tmp_path / "latest.json")
+
+    assert chart.main([str(tmp_path / "latest.json")]) == 0
+
+    svg = (tmp_path / "latest.svg").read_text()
+    assert svg.startswith("<?xml") and "<svg" in svg
+    for label in ("(b) bare", "(e) gateway", "1,400", "3.0"):
+        assert label in svg, label
