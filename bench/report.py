@@ -19,6 +19,7 @@ UPLOAD_RSS_MIB = 64
 UPLOAD_VS_DIRECT = 0.5
 WORKERS_SCALING = 1.6
 GATED_VS_PLAIN = 0.9  # issue 11: a route gated by an org and a team costs at most 10% of cache-hit speed
+UPLOAD_VS_NGINX = 0.9  # issue 15: a proxy's yardstick is another proxy, nginx with the same upload
 SIGNED_VS_PLAIN = 0.9  # issue 12: signing is not paid per request, so the identity token costs little
 
 
@@ -44,6 +45,7 @@ class UploadReport:
     rss_before_kib: int
     peak_after_kib: int
     peak_reset: bool  # VmHWM was reset to the RSS before the upload (else: the startup peak stood)
+    nginx: Upload | None = None  # through nginx as a plain proxy (proxy_request_buffering off)
 
     @property
     def growth_mib(self) -> float:
@@ -167,6 +169,12 @@ def details(results: Results) -> str:
             f" through the gateway {u.gateway.mib_per_s:.0f} MiB/s"
             f" ({u.gateway.mib_per_s / u.direct.mib_per_s:.2f}x direct) · gateway peak RSS growth"
             f" {u.growth_mib:.1f} MiB ({how}; RSS before {u.rss_before_kib / 1024:.0f} MiB)"
+            + (
+                f" · through nginx as a plain proxy {u.nginx.mib_per_s:.0f} MiB/s"
+                f" (gateway {u.gateway.mib_per_s / u.nginx.mib_per_s:.2f}x nginx)"
+                if u.nginx is not None
+                else ""
+            )
         )
     if (w := results.workers) is not None:
         out.append(
@@ -252,12 +260,13 @@ def checks(results: Results) -> list[Check]:
 def _upload_checks(u: UploadReport | None) -> list[Check]:
     rss = f"upload: peak RSS growth <= {UPLOAD_RSS_MIB} MiB"
     speed = f"upload: throughput >= {UPLOAD_VS_DIRECT} x direct"
+    proxy = f"upload: throughput >= {UPLOAD_VS_NGINX} x nginx as a plain proxy"
     if u is None:
-        return [Check(rss, None, "not measured"), Check(speed, None, "not measured")]
+        return [Check(name, None, "not measured") for name in (rss, speed, proxy)]
     broken = [
         f"{name} answered {x.status}, received {x.received:,} of {x.sent:,} bytes"
-        for name, x in (("direct", u.direct), ("gateway", u.gateway))
-        if x.status != 200 or x.received != x.sent
+        for name, x in (("direct", u.direct), ("gateway", u.gateway), ("nginx", u.nginx))
+        if x is not None and (x.status != 200 or x.received != x.sent)
     ]
     void = "; " + "; ".join(broken) if broken else ""
     return [
@@ -267,6 +276,14 @@ def _upload_checks(u: UploadReport | None) -> list[Check]:
             not broken and u.gateway.mib_per_s >= UPLOAD_VS_DIRECT * u.direct.mib_per_s,
             f"{u.gateway.mib_per_s:.0f} vs {u.direct.mib_per_s:.0f} MiB/s ="
             f" {u.gateway.mib_per_s / u.direct.mib_per_s:.2f}x{void}",
+        ),
+        Check(proxy, None, "not measured (no nginx)")
+        if u.nginx is None
+        else Check(
+            proxy,
+            not broken and u.gateway.mib_per_s >= UPLOAD_VS_NGINX * u.nginx.mib_per_s,
+            f"{u.gateway.mib_per_s:.0f} vs {u.nginx.mib_per_s:.0f} MiB/s ="
+            f" {u.gateway.mib_per_s / u.nginx.mib_per_s:.2f}x{void}",
         ),
     ]
 

@@ -52,7 +52,7 @@ from .report import Results, Row, UploadReport, WorkersReport, checks, render, w
 T = TypeVar("T")
 PORTS = (
     *("github", "upstream", "bare", "naive", "gateway", "auth_request", "forward_auth", "gated", "signed"),
-    *("sink", "upload_gateway", "workers_1", "workers_2"),
+    *("sink", "upload_gateway", "upload_proxy", "workers_1", "workers_2"),
 )
 GITHUB_LATENCY = 0.05
 
@@ -287,10 +287,14 @@ def measure_upload(lab: Lab) -> UploadReport:
         progress(f"upload {s.upload_bytes // MIB} MiB through the gateway")
         through = _run(measure.upload(lab.url("upload_gateway") + "/upload", s.upload_bytes, lab.token))
         peak = memory_kib(gateway.pid, "VmHWM") or 0
+        via_nginx = None
+        if s.nginx:
+            progress(f"upload {s.upload_bytes // MIB} MiB through nginx as a plain proxy")
+            via_nginx = _run(measure.upload(lab.url("upload_proxy") + "/upload", s.upload_bytes, lab.token))
     finally:
         procs.stop(gateway)
         procs.stop(sink)
-    return UploadReport(direct, through, rss_before, peak, reset)
+    return UploadReport(direct, through, rss_before, peak, reset, via_nginx)
 
 
 def measure_workers(lab: Lab) -> WorkersReport:

@@ -89,7 +89,8 @@ def test_the_generated_gateway_config_is_valid(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["upstream", "peers"])
 def test_the_nginx_templates_render_completely(tmp_path: Path, name: str) -> None:
-    ports = {"upstream": 1, "github": 2, "gateway": 3, "auth_request": 4, "forward_auth": 5}
+    ports = {"upstream": 1, "github": 2, "gateway": 3, "auth_request": 4, "forward_auth": 5, "sink": 6}
+    ports["upload_proxy"] = 7
     text = servers.render_nginx(
         (servers.HERE / f"nginx-{name}.conf").read_text(), servers.nginx_values(tmp_path, ports)
     )
@@ -134,7 +135,8 @@ def test_targets_are_judged_on_the_run_numbers() -> None:
         upload,
     )
     verdicts = {c.name: c.passed for c in report.checks(results)}
-    assert list(verdicts.values()) == [True, True, True, False, True, False, None]
+    # the upload through nginx was not measured here: that check says so rather than pass or fail
+    assert list(verdicts.values()) == [True, True, True, False, True, False, None, None]
     assert "(b) bare" in report.table(results) and "1.40" in report.table(results)
 
 
