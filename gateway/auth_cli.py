@@ -136,6 +136,8 @@ async def main(args: argparse.Namespace, terminal: Terminal) -> int:
             await OPERATIONS[args.operation](command, args)
     except CredentialsUnreadable as exc:
         return _failed(terminal, NotSignedIn(f"{exc}: delete it and run `gateway auth login`"))
+    except OSError as exc:  # the credentials file's directory, lock or file could not be written
+        return _failed(terminal, NotSignedIn(f"{shown(exc.filename)}: {exc.strerror}"))
     except Failure as exc:
         return _failed(terminal, exc)
     return 0
@@ -212,6 +214,8 @@ def _credentials(issued: UserToken, *, client_id: str, web_url: str, now: float)
 
 
 async def _login(command: Command, args: argparse.Namespace) -> None:
+    with command.files.locked():
+        pass  # a credentials file that cannot be written fails now, not after the person approved
     config = await command.gateway.sign_in_config()
     terminal = command.terminal
     flow = DeviceFlow(

@@ -474,3 +474,31 @@ def test_a_device_code_refusal_carries_githubs_code() -> None:
     with pytest.raises(GrantRefused) as refused:
         device_code({"error": "device_flow_disabled", "error_description": "Device Flow must be enabled"})
     assert refused.value.code == "device_flow_disabled"
+
+
+async def test_a_renewal_that_fails_while_the_token_still_works_warns_and_prints_it(
+    user: User, github: FakeGitHub
+) -> None:
+    assert (await user.run_here("login", "--gateway", user.url)).code == 0
+    entries = user.entries()
+    entries[user.url]["expires_at"] = time.time() + 120
+    user.file.write_text(json.dumps({"gateways": entries}))
+    github.outage = 502
+    ran = await user.run_here("token", "--gateway", user.url)
+    assert ran.code == 0
+    assert ran.out == entries[user.url]["access_token"] + "\n"
+    assert ran.err.startswith(f"gateway auth: warning: {user.url} could not reach GitHub")
+    assert ran.err.rstrip().endswith("(the token works 1 min more)")
+    assert user.entries() == entries  # kept as it was, the refresh token too, for the next try
+
+
+async def test_a_credentials_directory_that_cannot_be_written_exits_1_before_sign_in(
+    user: User, github: FakeGitHub
+) -> None:
+    user.home.mkdir()
+    (user.home / "gateway").write_text("a file where the directory goes")
+    ran = await user.run_here("login", "--gateway", user.url)
+    assert ran.code == 1
+    assert ran.err.endswith("credentials.json.lock: Not a directory\n")
+    assert len(ran.err.splitlines()) == 1
+    assert github.count("oauth/device-code") == 0  # nobody was asked to approve a sign-in for nothing
