@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__, config, linewriter, token_cli
+from . import __version__, auth_cli, config, linewriter, token_cli
 from .accesslog import configure_logging
 from .errors import ConfigError
 from .multiprocess import share_metrics_between_workers
@@ -37,6 +37,14 @@ def _parser() -> argparse.ArgumentParser:
         _with_config,
     )
     fake_github_cli.add_arguments(sub.add_parser("fake-github", help="serve the fake GitHub alone"))
+    auth_cli.add_arguments(
+        sub.add_parser(
+            "auth",
+            help="sign in with GitHub, print a token of the gateway's app, show who you are, sign out",
+            description="For the people behind the tokens: get one with GitHub's device flow (login),"
+            " print it for scripts (token), show who you are (status), sign out (logout).",
+        )
+    )
     return parser
 
 
@@ -64,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # its one JSON answer says what went wrong; log lines would only garble it
         logging.disable(logging.CRITICAL)
         return token_cli.run(args)
+    if args.command == "auth":
+        logging.disable(logging.CRITICAL)  # its one line on stderr says what went wrong
+        return auth_cli.run(args)
     configure_logging()
     try:
         return _serving(args)
