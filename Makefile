@@ -15,17 +15,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gateway demo
 
-# Real servers the tests run against (nginx, redis-server, caddy), and the tools that check the
-# operators' files in config/ (promtool from Debian's prometheus package, systemd-analyze from systemd);
-# installed with apt-get when this machine allows it, else the tests that need them are skipped.
+# Real servers the tests run against (nginx, redis-server, caddy), the tools that check the operators'
+# files in config/ (promtool from Debian's prometheus package, systemd-analyze from systemd), and node
+# and npm for octokit (its packages go to .cache/npm, from tests/clients' lockfile, the first time the
+# test runs); installed with apt-get when this machine allows it, else the tests that need them are skipped.
 servers:
 	@{ { command -v nginx || [ -x /usr/sbin/nginx ]; } && command -v redis-server && command -v caddy && \
-	   command -v promtool && command -v systemd-analyze; } >/dev/null 2>&1 || \
+	   command -v promtool && command -v systemd-analyze && command -v node && command -v npm; } >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    apt-get update -qq >/dev/null 2>&1 && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light redis-server caddy prometheus systemd \
-	      >/dev/null 2>&1; } || \
-	  echo "nginx, redis-server, caddy, promtool or systemd-analyze is not installed and cannot be:" \
+	      nodejs npm >/dev/null 2>&1; } || \
+	  echo "nginx, redis-server, caddy, promtool, systemd-analyze, node or npm is not installed and cannot be:" \
 	    "the tests that need them will be skipped"
 
 test: $(STAMP) servers
