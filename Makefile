@@ -15,19 +15,20 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gateway demo
 
-# Real servers the tests run against (nginx, redis-server, caddy, headless chromium), and the tools that check the
-# operators' files in config/ (promtool from Debian's prometheus package, systemd-analyze from systemd);
-# installed with apt-get when this machine allows it, else the tests that need them are skipped.
+# Real servers the tests run against (nginx, redis-server, caddy, headless chromium), the tools that
+# check the operators' files in config/ (promtool from Debian's prometheus package, systemd-analyze from
+# systemd), and node and npm for octokit (its packages go to .cache/npm, from tests/clients' lockfile,
+# the first time the test runs); installed with apt-get when this machine allows it, else the tests
+# that need them are skipped.
 servers:
 	@{ { command -v nginx || [ -x /usr/sbin/nginx ]; } && command -v redis-server && command -v caddy && \
-	   command -v promtool && command -v systemd-analyze && command -v chromium && command -v chromedriver; } \
-	  >/dev/null 2>&1 || \
+	   command -v promtool && command -v systemd-analyze && command -v chromium && command -v chromedriver && \
+	   command -v node && command -v npm; } >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    apt-get update -qq >/dev/null 2>&1 && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light redis-server caddy prometheus systemd \
-	      chromium chromium-driver \
-	      >/dev/null 2>&1; } || \
-	  echo "nginx, redis-server, caddy, promtool, systemd-analyze or chromium is not installed and cannot be:" \
+	      chromium chromium-driver nodejs npm >/dev/null 2>&1; } || \
+	  echo "nginx, redis-server, caddy, promtool, systemd-analyze, chromium, node or npm is not installed:" \
 	    "the tests that need them will be skipped"
 
 test: $(STAMP) servers

@@ -13,8 +13,8 @@ from .metrics import exposition
 class Readiness:
     """What `/readyz` answers from: the gateway in force, and whether the process is draining."""
 
-    def __init__(self, github_usable: Callable[[], bool]) -> None:
-        self.github_usable = github_usable
+    def __init__(self, github_problem: Callable[[], str | None]) -> None:
+        self.github_problem = github_problem  # why GitHub cannot be used now, or None
         self.draining = False
 
 
@@ -29,8 +29,8 @@ def admin_app(readiness: Readiness) -> web.Application:
         problems = []
         if readiness.draining:
             problems.append("draining: shutting down")
-        if not readiness.github_usable():
-            problems.append("github: backed off after failures, or rejecting the app's credentials")
+        if (problem := readiness.github_problem()) is not None:
+            problems.append(f"github: {problem}")
         return web.json_response(
             {"ready": not problems, "problems": problems}, status=503 if problems else 200
         )

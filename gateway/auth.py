@@ -10,9 +10,9 @@ from typing import NamedTuple
 from multidict import CIMultiDictProxy
 
 from .errors import (
-    AppCredentialsRejected,
     BadRequest,
     GitHubError,
+    GitHubMisconfigured,
     InvalidToken,
     ServiceUnavailable,
     Unauthenticated,
@@ -96,7 +96,7 @@ class Authenticator:
         """The identity behind a token, or InvalidToken / ServiceUnavailable."""
         try:
             identity = await self._cache.lookup(token, digest or token_digest(token))
-        except AppCredentialsRejected as exc:
+        except GitHubMisconfigured as exc:
             raise ServiceUnavailable(
                 "the gateway cannot check tokens right now", retry_after=self._retry_after()
             ) from exc

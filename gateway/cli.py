@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 
+import aiohttp
+
 from . import __version__, auth_cli, config, linewriter, token_cli
 from .accesslog import configure_logging
 from .errors import ConfigError
+from .github import GitHubClient
 from .multiprocess import share_metrics_between_workers
 from .testing import fake_github_cli
 
@@ -31,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file; exit 1 listing every problem")
     _with_config(check)
     check.add_argument("--schema", action="store_true", help="print the JSON Schema of gateway.yaml instead")
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="then ask GitHub once per app whether its credentials and check_method work (no token needed)",
+    )
     _with_config(sub.add_parser("demo", help="the gateway with a fake GitHub and an echo upstream"))
     token_cli.add_arguments(
         sub.add_parser("token", help="check, reset, delete, delete-grant or scope a token (read from stdin)"),
@@ -60,7 +69,24 @@ def _check_config(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     print(f"{path}: ok ({len(loaded.routes)} routes, {len(loaded.github.apps)} GitHub apps)")
-    return 0
+    return _check_online(loaded.github) if args.online else 0
+
+
+def _check_online(github: config.GitHubConfig) -> int:
+    """Ask GitHub about each app (`GitHubClient.verify`); one line per app, exit 1 on any problem."""
+    logging.disable(logging.CRITICAL)  # each app's line says what went wrong; log lines would repeat it
+    found = asyncio.run(_verify(github))
+    for client_id, problem in found.items():
+        if problem is None:
+            print(f"github app {client_id}: ok (its endpoint answered 404 for a token nobody has)")
+        else:
+            print(f"github app {client_id}: {problem}", file=sys.stderr)
+    return 1 if any(found.values()) else 0
+
+
+async def _verify(github: config.GitHubConfig) -> dict[str, str | None]:
+    async with aiohttp.ClientSession(trust_env=True, cookie_jar=aiohttp.DummyCookieJar()) as session:
+        return await GitHubClient(github, session).verify()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

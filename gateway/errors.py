@@ -5,7 +5,10 @@
     ├── GitHubError                 GitHub gave no usable answer
     │   ├── GitHubUnavailable       timeout, connection error, 5xx, 422, an answer off GitHub's schema
     │   │   └── GitHubValidationFailed  422 on reset, delete, delete grant or scope: the input refused
-    │   └── AppCredentialsRejected  401: the app's client_id/client_secret are wrong
+    │   ├── GitHubMisconfigured     the config does not work with this GitHub (check-config --online)
+    │   │   ├── AppCredentialsRejected  401: the app's client_id/client_secret are wrong
+    │   │   └── CheckMethodUnsupported  check_method: legacy, and GitHub has no deprecated path forms
+    │   └── TargetNotFound          scope: the app knows the token, GitHub knows no such target
     └── Refusal                     a request the gateway answers itself
         ├── Unauthenticated         401, no credentials
         ├── InvalidToken            401, malformed, invalid, expired or revoked token
@@ -69,8 +72,22 @@ class GitHubValidationFailed(GitHubUnavailable):
     """
 
 
-class AppCredentialsRejected(GitHubError):
+class GitHubMisconfigured(GitHubError):
+    """The config does not work with this GitHub: an operator's to fix, not a caller's."""
+
+
+class AppCredentialsRejected(GitHubMisconfigured):
     """GitHub answered 401: the configured client_id/client_secret are wrong."""
+
+
+class CheckMethodUnsupported(GitHubMisconfigured):
+    """`check_method: legacy`, and GitHub does not serve the deprecated path forms (github.com since
+    2021-05-05, GHES since 3.4): every token would look invalid."""
+
+
+class TargetNotFound(GitHubError):
+    """GitHub answered a scope request with 404 for a token the app knows: there is no such target
+    (organization or user), or the app is not installed on it."""
 
 
 class Refusal(GatewayError):

@@ -167,7 +167,7 @@ async def _serve(config: Config, sock: socket.socket, follow: Callable[[_Reloade
     stop = stop_event()
     async with _Reloader(config) as live, contextlib.AsyncExitStack() as listeners:
         follow(live)
-        readiness = Readiness(lambda: live.current is not None and live.current.github.usable)
+        readiness = Readiness(lambda: "not started" if live.current is None else live.current.github.problem)
         server = make_server(live.handle, config.server)
         runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
         await runner.setup()

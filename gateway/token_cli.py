@@ -19,7 +19,14 @@ from typing import Any, TextIO
 import aiohttp
 
 from . import config as config_module
-from .errors import AppCredentialsRejected, ConfigError, GitHubError, GitHubValidationFailed
+from .errors import (
+    AppCredentialsRejected,
+    ConfigError,
+    GitHubError,
+    GitHubMisconfigured,
+    GitHubValidationFailed,
+    TargetNotFound,
+)
 from .github import GitHubClient, IssuedToken
 from .identity import Identity
 
@@ -164,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail(USAGE, "config", "; ".join(exc.problems))
     except AppCredentialsRejected as exc:
         return _fail(USAGE, "app_credentials", str(exc))
+    except GitHubMisconfigured as exc:
+        return _fail(USAGE, "config", str(exc))
+    except TargetNotFound as exc:
+        return _fail(NOT_FOUND, "target_not_found", str(exc))
     except GitHubValidationFailed as exc:
         return _fail(NOT_FOUND, "validation_failed", str(exc), details=exc.details)
     except GitHubError as exc:

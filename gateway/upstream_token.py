@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -18,11 +19,19 @@ from typing import Protocol
 from cachetools import TLRUCache
 
 from .config import CacheConfig, UpstreamTokenConfig
-from .errors import Forbidden, GitHubError, GitHubValidationFailed, InvalidToken, ServiceUnavailable
+from .errors import (
+    Forbidden,
+    GitHubError,
+    GitHubValidationFailed,
+    InvalidToken,
+    ServiceUnavailable,
+    TargetNotFound,
+)
 from .github import IssuedToken
 from .identity import Identity
 from .identity.singleflight import SingleFlight
 
+log = logging.getLogger("gateway.upstream_token")
 EXPIRY_MARGIN = 60.0  # seconds before its expiry that a scoped token is no longer handed out
 
 
@@ -90,6 +99,9 @@ class ScopedTokens:
             issued = await self._minter.scoped(token, spec, client_id=identity.client_id)
         except GitHubValidationFailed:
             issued = None  # not a GitHub App user token, or the spec does not fit it
+        except TargetNotFound as exc:
+            log.error("upstream_token: %s: check the route's upstream_token target", exc)
+            issued = None  # the route's config, not the caller: every caller of this app is refused
         except GitHubError as exc:
             raise ServiceUnavailable(
                 "GitHub is unavailable and no scoped token is cached", retry_after=self._retry_after()

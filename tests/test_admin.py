@@ -18,16 +18,16 @@ Client = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
 async def test_readiness_follows_github_and_draining(aiohttp_client: Client) -> None:
-    usable = [True]
-    readiness = Readiness(lambda: usable[0])
+    problem: list[str | None] = [None]
+    readiness = Readiness(lambda: problem[0])
     client = await aiohttp_client(admin_app(readiness))
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 200
-    usable[0] = False
+    problem[0] = "GitHub is backed off after failing; next try in 3s"
     resp = await client.get("/readyz")
     assert resp.status == 503
-    assert "github" in (await resp.json())["problems"][0]
-    usable[0] = True
+    assert (await resp.json())["problems"] == ["github: GitHub is backed off after failing; next try in 3s"]
+    problem[0] = None
     readiness.draining = True
     assert (await client.get("/readyz")).status == 503
     assert (await client.get("/healthz")).status == 200
@@ -60,7 +60,7 @@ async def test_requests_decisions_cache_and_github_calls_are_counted(
         == 1
     )
     assert value("gateway_auth_decisions_total", result="insufficient_scope") - before["scope"] == 1
-    client = await aiohttp_client(admin_app(Readiness(lambda: True)))
+    client = await aiohttp_client(admin_app(Readiness(lambda: None)))
     text = await (await client.get("/metrics")).text()
     assert "gateway_request_duration_seconds_bucket" in text and token not in text
 

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from gateway.config import GitHubConfig, UpstreamTokenConfig
-from gateway.errors import AppCredentialsRejected, GitHubUnavailable
+from gateway.errors import AppCredentialsRejected, CheckMethodUnsupported, GitHubUnavailable
 from gateway.github import GitHubClient
 from gateway.identity import Identity
 from gateway.testing.fake_github import DEMO_APP, FakeGitHub
@@ -105,9 +105,15 @@ async def test_legacy_path_on_an_old_ghes(env: Env, prefix: str) -> None:
 @pytest.mark.parametrize("prefix", ["", "/api/v3"])
 async def test_legacy_path_removed(env: Env, prefix: str) -> None:
     token = env.fake.add_token("alice", 42)
-    assert await env.client(prefix=prefix, check_method="legacy").check(token) is None
-    assert await env.client(prefix=prefix).check(token) is not None
+    legacy = env.client(prefix=prefix, check_method="legacy")
+    assert await legacy.check("gho_never_issued") is None  # unknown with either form: just invalid
+    with pytest.raises(CheckMethodUnsupported):  # valid with the body form: the config is wrong
+        await legacy.check(token)
     assert env.validated == [
+        ("apps/check-authorization", "request"),
+        ("apps/check-authorization", 404),
+        ("apps/check-token", "request"),
+        ("apps/check-token", 404),
         ("apps/check-authorization", "request"),
         ("apps/check-authorization", 404),
         ("apps/check-token", "request"),

@@ -11,7 +11,13 @@ import aiohttp
 import pytest
 
 from gateway.config import UpstreamTokenConfig
-from gateway.errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
+from gateway.errors import (
+    AppCredentialsRejected,
+    CheckMethodUnsupported,
+    GitHubUnavailable,
+    GitHubValidationFailed,
+    TargetNotFound,
+)
 from gateway.github import GitHubClient
 from gateway.identity import Identity
 from gateway.testing.fake_github import FakeGitHub, Restriction
@@ -223,12 +229,17 @@ async def test_a_scoped_token_cannot_be_scoped_again(env: Env) -> None:
         await client.scoped(issued.token, spec(target="octo-org"))
 
 
-async def test_scoped_to_an_unknown_target_is_none(env: Env) -> None:
+async def test_scoped_to_an_unknown_target_names_it(env: Env) -> None:
     token = env.fake.add_token("monalisa", 2, client_id=CID2)
-    client = app_client(env)
-    assert await client.scoped(token, spec(target="nobody")) is None
-    assert await client.scoped(token, spec(target_id=999)) is None
+    client = env.client(apps=[(CID, SECRET), (CID2, SECRET2)])
+    with pytest.raises(TargetNotFound, match="no target 'nobody' "):
+        await client.scoped(token, spec(target="nobody"))
+    with pytest.raises(TargetNotFound, match="no target_id 999 "):
+        await client.scoped(token, spec(target_id=999))
     assert ("apps/scope-token", 404) in env.validated
+    # the first app did not know the token; the second did, and said the target was not found
+    assert env.fake.count("apps/scope-token") == env.fake.count("apps/check-token") == 4
+    assert await client.scoped("ghu_never_issued", spec(target="nobody")) is None
 
 
 @pytest.mark.parametrize(
@@ -322,20 +333,14 @@ async def test_legacy_forms_on_an_old_ghes(env: Env, prefix: str) -> None:
 
 @pytest.mark.parametrize("prefix", ["", "/api/v3"])
 async def test_legacy_forms_removed_on_githubcom(env: Env, prefix: str) -> None:
-    client = env.client(prefix=prefix, check_method="legacy")
     token = env.fake.add_token("alice", 42)
-    assert await client.reset(token) is None
-    assert await client.delete(token) is False
-    assert await client.delete_grant(token) is False
-    assert await env.client(prefix=prefix).check(token) is not None  # all of them answered 404
-    assert [status for op, status in env.validated if op != "apps/check-token"] == [
-        "request",
-        404,
-        "request",
-        404,
-        "request",
-        404,
-    ]
+    for name in ("reset", "delete", "delete_grant"):
+        client = env.client(prefix=prefix, check_method="legacy")
+        with pytest.raises(CheckMethodUnsupported, match="does not serve the deprecated path forms"):
+            await getattr(client, name)(token)
+        assert client.problem is not None and "check_method: token" in client.problem
+    assert await env.client(prefix=prefix).check(token) is not None  # all of them answered 404, unchanged
+    assert [status for op, status in env.validated if op != "apps/check-token"] == ["request", 404] * 3
 
 
 # ---------------------------------------------------------------------------------------------------

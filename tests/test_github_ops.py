@@ -128,6 +128,13 @@ def answer(m: aioresponses, op: Op, status: int | None = None, cid: str = CID, *
     if status == op.ok and "payload" not in kwargs and "body" not in kwargs and op.payload is not None:
         kwargs["payload"] = op.payload
     m.add(op.url(cid), op.method, status=status, **kwargs)
+    if op.name == "scoped" and status == 404:  # then the app is asked whether it knows the token
+        m.add(f"{API}/applications/{cid}/token", "POST", status=404, payload={"message": "Not Found"})
+
+
+def asked(op: Op) -> int:
+    """Calls per app that does not know the token: scoping asks it to check the token too."""
+    return 2 if op.name == "scoped" else 1
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -242,7 +249,7 @@ async def test_404_from_every_app_means_no_app_knows_the_token(
     answer(mocked, op, 404, cid=CID2, payload={"message": "Not Found"})
     client = make(clock, apps=TWO_APPS)
     assert await op.call(client, TOKEN, None) is op.missing
-    assert sent(mocked) == 2 and answered.count == 2
+    assert sent(mocked) == answered.count == 2 * asked(op)
 
 
 @each_op
@@ -260,7 +267,8 @@ async def test_404_then_success_from_the_second_app(mocked: aioresponses, make: 
 async def test_a_named_app_is_the_only_one_asked(mocked: aioresponses, make: Any, op: Op) -> None:
     answer(mocked, op, 404, cid=CID2, payload={"message": "Not Found"})
     assert await op.call(make(apps=TWO_APPS), TOKEN, CID2) is op.missing
-    assert [url.path for (_, url) in mocked.requests] == [f"/applications/{CID2}{op.path}"]
+    paths = [f"/applications/{CID2}{op.path}", f"/applications/{CID2}/token"]
+    assert [url.path for (_, url) in mocked.requests] == paths[: asked(op)]
 
 
 @each_op

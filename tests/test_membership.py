@@ -17,6 +17,7 @@ from .support.metrics import value
 from .support.world import Gateway, GatewayFactory, World
 
 MEMBERSHIP = "orgs/get-membership-for-authenticated-user"
+REST_CALLERS = ("user", "installation", "app")  # the REST API's budgets: not the OAuth Apps API's
 TEAM = "teams/get-membership-for-user-in-org"
 REPO = "repos/get"
 
@@ -243,7 +244,7 @@ async def test_a_spent_rate_limit_is_a_503_and_github_is_left_alone_until_its_re
 ) -> None:
     gateway = await gated(start_gateway, acme, orgs=["acme"])
     alice = token(acme, "alice", 7)
-    acme.github.exhaust_rate_limit(reset_in=600, status=429, retry_after=120)
+    acme.github.exhaust_rate_limit(reset_in=600, status=429, retry_after=120, budgets=REST_CALLERS)
     resp = await gateway.client.get("/gated", headers=bearer(alice))
     assert resp.status == 503 and resp.headers["Retry-After"] == "120"
     asked = acme.github.count(MEMBERSHIP)
@@ -361,7 +362,7 @@ async def test_as_the_app_a_spent_installation_budget_rests_every_caller_of_that
     )
     alice, bob = token(acme, "alice", 7, scopes=()), token(acme, "bob", 8, scopes=())
     assert await status(gateway, alice) == 200  # the installation token is minted and used
-    acme.github.exhaust_rate_limit(reset_in=600, status=403, retry_after=90)
+    acme.github.exhaust_rate_limit(reset_in=600, status=403, retry_after=90, budgets=REST_CALLERS)
     assert await status(gateway, bob) == 503  # the installation's budget is spent
     asked = acme.github.count("orgs/check-membership-for-user")
     assert await status(gateway, token(acme, "carol", 9, scopes=())) == 503  # another caller: not asked

@@ -182,3 +182,18 @@ async def test_scope_from_an_oauth_app_token_is_refused_with_githubs_reasons(
     result = await gateway_token("scope", "--target", "octo-org", stdin=token)
     assert result.code == 1
     assert json.loads(result.err)["error"] == "validation_failed"
+
+
+async def test_scope_to_an_unknown_target_says_so_and_asks_no_other_app(
+    gateway_token: Run, world: World
+) -> None:
+    token = world.github.add_token("monalisa", 2, client_id=SECOND_ID)
+    result = await gateway_token("scope", "--target", "nope", stdin=token)
+    assert result.code == 1
+    error = json.loads(result.err)
+    assert (
+        error["error"] == "target_not_found" and "no target 'nope' to scope the token to" in error["message"]
+    )
+    assert token not in result.err
+    # each app was asked to scope it once, and to check it once: the second knew it, and no more
+    assert world.github.count("apps/scope-token") == world.github.count("apps/check-token") == 2

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import pytest
 
 from .support.headers import bearer, seen_headers
 from .support.world import BOTH_APPS, SECOND_ID, GatewayFactory, World
@@ -79,6 +82,19 @@ async def test_an_oauth_app_token_on_an_upstream_token_route_is_403(
         assert (await resp.json())["error"] == "forbidden"
     assert scope_calls(world) == 1  # the refusal is remembered, GitHub is not asked per request
     assert (await gateway.client.get("/other", headers=bearer(token))).status == 200
+
+
+async def test_a_route_whose_target_github_does_not_know_is_403_and_logged_as_config(
+    start_gateway: GatewayFactory, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_gateway(github={"apps": BOTH_APPS}, routes=routes(world))  # no octo-org
+    token = world.github.add_token("monalisa", 2, client_id=SECOND_ID)
+    with caplog.at_level(logging.ERROR, logger="gateway.upstream_token"):
+        for _ in range(2):
+            assert (await gateway.client.get("/scoped", headers=bearer(token))).status == 403
+    assert "no target 'octo-org' to scope the token to" in caplog.text and token not in caplog.text
+    assert "check the route's upstream_token target" in caplog.text
+    assert scope_calls(world) == 1  # remembered like any refusal
 
 
 async def test_logout_revokes_the_scoped_tokens_minted_from_the_callers(

@@ -15,7 +15,18 @@ github.com removed on 2021-05-05 and GHES in 3.4. Scoping has no path form: it a
     scoped        POST   …/token/scoped (apps/scope-token)  none: the token form is used
 
 Each method asks the configured apps in order (or the one `client_id` names); a 404 from one means
-"not this app's token", so the next is asked, and None / False means no app knows the token.
+"not this app's token", so the next is asked, and None / False means no app knows the token. Scoping
+is the exception: GitHub answers an unknown target with the same 404 as an unknown token, so after a
+404 the app is asked to check the token; when it knows it, the target is what was not found
+(TargetNotFound), and no other app is asked.
+
+`check_method: legacy` on a GitHub without the path forms would make every token look invalid.
+GitHub answers a path it does not serve with a 404 whose documentation_url is its docs' root, an
+operation's 404 with the operation's page (`…#check-a-token`); so when a path form gets the former,
+the token is checked once with the body form: valid there, the config is wrong, and the client says so
+(CheckMethodUnsupported, logged at ERROR, `problem` for /readyz) and asks GitHub nothing more until the
+config is reloaded. `verify` (`gateway check-config --online`) asks each app about a token nobody was
+issued, which needs no real token: the app's endpoint answering 404 is the good answer.
 
 Every operation goes through `GitHubClient._request`, which owns what GitHub calls have in common:
 Basic auth with the app's credentials, GitHub's headers, a timeout per attempt, retries with jittered
@@ -23,7 +34,8 @@ exponential backoff, a cap on calls in flight, a breaker that fails fast while G
 and the translation of aiohttp errors and GitHub statuses into the `GitHubError` tree:
 
     200, 204                   the operation's answer, validated strictly (off-schema: below)
-    404 (GitHub's JSON)        not this app's token: the next app is asked
+    404 (GitHub's JSON)        not this app's token: the next app is asked (on a path form, GitHub's
+                               404 for a path it does not serve: checked as above)
     401                        AppCredentialsRejected (logged at ERROR); no other app is asked
     422 on check               GitHubUnavailable ("validation failed, or the endpoint has been
                                spammed": a check sends nothing a caller chose), and GitHub is backed off
@@ -71,7 +83,14 @@ from yarl import URL
 from .. import __version__
 from ..backoff import Backoff
 from ..config import GitHubApp, GitHubConfig, UpstreamTokenConfig
-from ..errors import AppCredentialsRejected, GitHubUnavailable, GitHubValidationFailed
+from ..errors import (
+    AppCredentialsRejected,
+    CheckMethodUnsupported,
+    GitHubError,
+    GitHubUnavailable,
+    GitHubValidationFailed,
+    TargetNotFound,
+)
 from ..identity import Identity
 from .answers import Answer, IssuedToken, Reply, checked, deleted, issued
 
@@ -83,6 +102,7 @@ API_VERSION: Final = "2022-11-28"
 MEDIA_TYPE: Final = "application/vnd.github+json"
 MAX_ANSWER_BYTES: Final = 1 << 20  # GitHub's answers here are a few KiB
 WAITING_PER_SLOT: Final = 32  # calls that may queue for GitHub per max_concurrent_checks slot
+NEVER_ISSUED: Final = "gho_" + "0" * 36  # a well-formed token no app issued: what `verify` asks about
 
 
 USER_AGENT: Final = f"gateway/{__version__}"
@@ -147,16 +167,29 @@ class GitHubClient:
         self._breaker = Backoff(clock)
         self._rejected = False  # the last answer was a 401 for an app's credentials
         self._legacy = config.check_method == "legacy"
+        self._check_op = _CHECK_LEGACY if self._legacy else _CHECK
+        self._unsupported: str | None = None  # why check_method cannot work with this GitHub
 
     def __repr__(self) -> str:
         apps = ", ".join(app.client_id for app in self._config.apps)
         return f"<GitHubClient {self._config.api_url} apps=[{apps}]>"
 
     @property
+    def problem(self) -> str | None:
+        """Why GitHub cannot be used now (the config does not fit it, it rejected an app's credentials,
+        it is backed off after failures), or None (readiness, from what is already known)."""
+        if self._unsupported is not None:
+            return self._unsupported
+        if self._rejected:
+            return "GitHub rejected an app's credentials (401): check its client_id and client_secret"
+        if (left := self._breaker.remaining()) > 0:
+            return f"GitHub is backed off after failing; next try in {math.ceil(left)}s"
+        return None
+
+    @property
     def usable(self) -> bool:
-        """False while GitHub is backed off after failures, or since it rejected an app's credentials;
-        True otherwise, before the first call included (readiness, from what is already known)."""
-        return not self._rejected and self._breaker.remaining() == 0
+        """No `problem`: True before the first call too."""
+        return self.problem is None
 
     def retry_after(self) -> int:
         """Whole seconds a caller should wait before GitHub is asked again (at least 1)."""
@@ -164,8 +197,7 @@ class GitHubClient:
 
     async def check(self, token: str) -> Identity | None:
         """Whose token this is, asking each configured app in turn; None when none knows it."""
-        op = _CHECK_LEGACY if self._legacy else _CHECK
-        return await self._each_app(op, token, None, checked)
+        return await self._each_app(self._check_op, token, None, checked)
 
     async def reset(self, token: str, *, client_id: str | None = None) -> IssuedToken | None:
         """Replace a token with a new one (the old one stops working at once); None: no app knows it."""
@@ -187,8 +219,8 @@ class GitHubClient:
         self, token: str, spec: UpstreamTokenConfig, *, client_id: str | None = None
     ) -> IssuedToken | None:
         """Mint a token limited to `spec` from a GitHub App user token (body form, whatever
-        `check_method`: the deprecated API has none). None: no app knows the token, or the target
-        (GitHub answers both with 404). A token that cannot be scoped: GitHubValidationFailed."""
+        `check_method`: the deprecated API has none). None: no app knows the token; TargetNotFound:
+        its app knows it, not the target. A token that cannot be scoped: GitHubValidationFailed."""
         fields: dict[str, object] = {
             "target": spec.target,
             "target_id": spec.target_id,
@@ -198,7 +230,34 @@ class GitHubClient:
         }
         requested = spec.repositories or tuple(str(i) for i in spec.repository_ids)
         extra = {k: v for k, v in fields.items() if v is not None and v != [] and v != {}}
-        return await self._each_app(_SCOPE_TOKEN, token, client_id, issued(requested, scoped=True), extra)
+        parse = issued(requested, scoped=True)
+        for app in self._apps(client_id):
+            minted = await self._each_app(_SCOPE_TOKEN, token, app.client_id, parse, extra)
+            if minted is not None:
+                return minted
+            # the same 404 for an unknown token as for an unknown target: the app that knows the token
+            # tells them apart, and then no other app is asked about it
+            if await self._each_app(self._check_op, token, app.client_id, checked) is not None:
+                target = f"target {spec.target!r}" if spec.target else f"target_id {spec.target_id}"
+                raise TargetNotFound(
+                    f"GitHub found no {target} to scope the token to (404): no such organization or"
+                    f" user, or app {app.client_id} is not installed on it"
+                )
+        return None
+
+    async def verify(self) -> dict[str, str | None]:
+        """Ask GitHub once per app whether its credentials and `check_method` work, with a token no
+        app issued (its endpoint's 404 is the good answer): each app's problem, or None."""
+        found: dict[str, str | None] = {}
+        for app in self._config.apps:
+            try:
+                known = await self._call(app, self._check_op, NEVER_ISSUED, checked)
+                found[app.client_id] = None if known is None else "GitHub said a token nobody has is valid"
+            except _NotServed:
+                found[app.client_id] = self._unsupported_reason()
+            except GitHubError as exc:
+                found[app.client_id] = str(exc)
+        return found
 
     # -----------------------------------------------------------------------------------------------
     # What every operation shares
@@ -222,17 +281,49 @@ class GitHubClient:
     ) -> T | None:
         """Ask each app (or the one named) in turn; the first answer that is not a 404 settles it."""
         for app in self._apps(client_id):
-            prefix = f"/applications/{quote(app.client_id, safe='')}"
-            if "{token}" in op.path:
-                path, body = prefix + op.path.format(token=quote(token, safe="")), None
-            else:
-                path, body = prefix + op.path, {"access_token": token, **(extra or {})}
-            result = await self._request(
-                app, op, path, json=body, secret=token, parse=functools.partial(parse, app.client_id)
-            )
+            try:
+                result = await self._call(app, op, token, parse, extra)
+            except _NotServed:
+                await self._path_forms_served(app, token)
+                continue
             if result is not None:
                 return result
         return None
+
+    async def _call(
+        self,
+        app: GitHubApp,
+        op: _Op,
+        token: str,
+        parse: Callable[[str, Answer], T | None],
+        extra: Mapping[str, object] | None = None,
+    ) -> T | None:
+        """One operation for one app: the token in the path (path forms) or in the JSON body."""
+        prefix = f"/applications/{quote(app.client_id, safe='')}"
+        if "{token}" in op.path:
+            path, body = prefix + op.path.format(token=quote(token, safe="")), None
+        else:
+            path, body = prefix + op.path, {"access_token": token, **(extra or {})}
+        return await self._request(
+            app, op, path, json=body, secret=token, parse=functools.partial(parse, app.client_id)
+        )
+
+    async def _path_forms_served(self, app: GitHubApp, token: str) -> None:
+        """After GitHub's 404 for a path it does not serve on a path form: the token checked once with
+        the body form. Valid there, `check_method: legacy` cannot work: CheckMethodUnsupported, from
+        now on. Unknown there too, it is not this app's token, whatever the path forms."""
+        if await self._call(app, _CHECK, token, checked) is None:
+            return
+        self._unsupported = self._unsupported_reason()
+        log.error("config: %s", self._unsupported)
+        raise CheckMethodUnsupported(self._unsupported)
+
+    def _unsupported_reason(self) -> str:
+        return (
+            f"check_method: legacy, but GitHub at {self._config.api_url} does not serve the deprecated"
+            " path forms (…/tokens/{access_token}; gone from github.com since 2021-05-05 and from GHES"
+            " since 3.4): set check_method: token"
+        )
 
     async def _request(
         self,
@@ -289,6 +380,8 @@ class GitHubClient:
                     method,
                     url,
                     json=json,
+                    # aiohttp would label an empty POST application/octet-stream: no body, no type
+                    skip_auto_headers=() if json is not None else ("Content-Type",),
                     headers={**self._headers, "Authorization": authorization},
                     timeout=self._timeout,
                     allow_redirects=False,
@@ -350,6 +443,9 @@ class GitHubClient:
             body = _json(raw, status) if raw else None
             if status == 404 and not isinstance(body, dict):  # a 404 page, not GitHub's: wrong api_url?
                 raise GitHubUnavailable("GitHub's 404 answer was not GitHub's JSON error", status=404)
+            if status == 404 and "{token}" in op.path and _not_served(body):
+                self._answered()
+                raise _NotServed(op.id)
             value = parse(Answer(status, body))
             self._answered()
             return value
@@ -380,6 +476,8 @@ class GitHubClient:
             self._on_answered()
 
     def _fail_fast(self) -> None:
+        if self._unsupported is not None:
+            raise CheckMethodUnsupported(self._unsupported)
         if (left := self._breaker.remaining()) > 0:
             raise GitHubUnavailable(f"GitHub is backed off after failing; next try in {math.ceil(left)}s")
 
@@ -410,6 +508,17 @@ def _delay(attempt: int) -> float:
 
 class _TooLarge(GitHubUnavailable):
     """An answer over MAX_ANSWER_BYTES: an outage like any other, backed off from."""
+
+
+class _NotServed(Exception):
+    """GitHub's 404 for a path it does not serve, on a path form: for `_each_app` to look into."""
+
+
+def _not_served(body: object) -> bool:
+    """A 404 body that points at GitHub's docs as a whole, not at an operation's page: the 404 GitHub
+    gives a path it does not serve (`https://docs.github.com/rest`), not the operation's own."""
+    url = body.get("documentation_url") if isinstance(body, dict) else None
+    return isinstance(url, str) and "#" not in url
 
 
 async def _read(resp: aiohttp.ClientResponse) -> bytes:

@@ -23,8 +23,14 @@ target. Tokens are kept by their SHA-256, like GitHub's `hashed_token`; `calls` 
 GitHub's operationId (the flows' by the names in `fake_github_oauth`), never a token in clear.
 
 What GitHub does, the fake does:
-- an unknown app or token is 404, wrong credentials for a known app 401, a body that is not JSON
-  400, a missing `access_token` 422;
+- its API's rules (`fake_github_rules`): no User-Agent 403, an X-GitHub-Api-Version it does not
+  serve 400; X-GitHub-Request-Id and X-GitHub-Media-Type on every answer, and the caller's
+  X-RateLimit-* (an OAuth Apps API call spends the app's budget, `oauth-app`; a REST call its
+  caller's): `exhaust_rate_limit` (or `rate_budget` calls in an hour) makes GitHub's 403/429;
+- an unknown app or token is 404 (the operation's), a path it does not serve 404 (GitHub's generic
+  one: a removed path form too), wrong credentials for a known app 401, a body that is not JSON 400,
+  a missing or empty `access_token` 422 `missing_field` (no body at all reads as `{}`), one of
+  another type 422 `invalid`;
 - reset mints a new token with the same prefix and the old one stops working; delete revokes one
   token; delete grant revokes every token of that user for that app (other apps' stay valid);
 - scoping is a GitHub App's: an OAuth App's client id is refused with 422 (GitHub does not document
@@ -37,8 +43,9 @@ What GitHub does, the fake does:
   (`lookup(token).restriction`: what an upstream would let it do); without `permissions` it gets the
   installation's.
 - `legacy_paths=False` is github.com / GHES >= 3.4: the deprecated path forms
-  (`…/tokens/{access_token}`, `…/grants/{access_token}`) answer 404; `True` is an old GHES, where they
-  work (and the body forms too).
+  (`…/tokens/{access_token}`, `…/grants/{access_token}`) answer GitHub's 404 for a path it does not
+  serve; `True` is an old GHES, where they work (and the body forms too), and whose answers have no
+  `installation` (GHES 2.22's schema admits no null one) unless it is a scoped token's.
 
 The membership API's state and Python API (add_user, add_org, add_member, add_team, add_repo,
 set_role, set_app, install, authorize_sso, exhaust_rate_limit, remove_member, …) are `Directory`'s
@@ -49,7 +56,8 @@ set_role, set_app, install, authorize_sso, exhaust_rate_limit, remove_member, �
 
 Switches for failure tests, on every endpoint: `latency` (seconds before every answer), `outage`
 (answer every call with that status), `hang` (answer nothing until it is switched off or the server
-stops). `count(*ops, target=…)` counts calls by operationId and what they asked about.
+stops), `exhaust_rate_limit` (GitHub's 403/429 past a spent budget; `restore_rate_limit`).
+`count(*ops, target=…)` counts calls by operationId and what they asked about.
 
 Longer than most modules here: one operation of GitHub's per method, each short, and the checks they
 share (the app's credentials, the body, the token) read best beside them; the state they act on is in
@@ -89,6 +97,7 @@ from .fake_github_oauth import DEVICE_INTERVAL, DeviceAuthorization, WebFlows
 from .fake_github_orgs import GitHubApp, Installation, Member, Org, Repo, Team
 from .fake_github_rest import ROUTES as REST_ROUTES
 from .fake_github_rest import RestRoute
+from .fake_github_rules import ANONYMOUS_BUDGET, api_rules, route_not_found
 from .fake_github_tokens import Registry
 
 __all__ = [
@@ -220,7 +229,7 @@ class FakeGitHub(Registry):
 
     def app(self) -> web.Application:
         """The aiohttp application serving the API at / and /api/v3, and the web flows at /login."""
-        app = web.Application(middlewares=[_json_errors])
+        app = web.Application(middlewares=[api_rules, _json_errors])
         self.flows.add_routes(app)
         for prefix in _PREFIXES:
             for route in _ROUTES:
@@ -271,33 +280,49 @@ class FakeGitHub(Registry):
 
     async def _serve(self, request: web.Request, route: _Route) -> web.StreamResponse:
         """What every operation shares: the call log, the switches, the endpoint, app and credentials,
-        the token and the body; then the operation's own answer."""
+        the app's rate budget; then the body, the token and the operation's own answer."""
         op, cid = route.op, request.match_info["client_id"]
-        body: object = {}
-        if route.legacy:
-            token: str | None = request.match_info["access_token"]
-        else:
-            try:
-                body = json.loads(await request.read())
-            except ValueError:
-                body = None
-            token = body.get("access_token") if isinstance(body, dict) else None
-            token = token if isinstance(token, str) and token else None
+        body, value = await _read_body(request, route)
+        token = value if isinstance(value, str) and value else None
         interrupted = await self.enter(Call(op, cid, self._clock(), None if token is None else sha256(token)))
         if interrupted is not None:
             return interrupted
-        if (route.legacy and not self.legacy_paths) or cid not in self.apps:
-            return error(404, "Not Found", op)
+        if route.legacy and not self.legacy_paths:
+            return self._anonymous(request, route_not_found())  # a path this GitHub does not serve
+        if cid not in self.apps:
+            return self._anonymous(request, error(404, "Not Found", op))
         if not self._authenticated(request, cid):
-            return error(401, "Requires authentication", op)
+            return self._anonymous(request, error(401, "Requires authentication", op))
+        # GitHub: an OAuth Apps API call made with the app's credentials spends the app's budget
+        budget, limit = self.spend(f"oauth-app:{cid}")
+        if limit is not None:
+            answer = callers.rate_limited(limit.status, limit.retry_after, f"app {cid}", op)
+        else:
+            answer = self._operate(request, route, cid, body, value)
+        answer.headers.update(budget.headers())
+        return answer
+
+    def _operate(
+        self, request: web.Request, route: _Route, cid: str, body: object, value: object
+    ) -> web.Response:
+        """An authenticated operation: GitHub's refusal of its body or token, else its answer."""
+        op = route.op
         if body is None:
             return error(400, "Problems parsing JSON", op)
-        if token is None or not isinstance(body, dict):
+        if value is None or value == "" or not isinstance(body, dict):
             return validation_failed(op, field="access_token")
-        entry = self.live(token, cid)
+        if not isinstance(value, str):
+            return validation_failed(op, field="access_token", code="invalid")
+        entry = self.live(value, cid)
         if entry is None:  # unknown, revoked or expired, or another app's
             return error(404, "Not Found", op)
-        return route.answer(self, request, op, cid, token, entry, body)
+        return route.answer(self, request, op, cid, value, entry, body)
+
+    def _anonymous(self, request: web.Request, answer: web.Response) -> web.Response:
+        """An answer given before the caller is known, with the budget of the caller's address."""
+        budget, _ = self.spend(f"address:{request.remote}", per_hour=ANONYMOUS_BUDGET)
+        answer.headers.update(budget.headers())
+        return answer
 
     async def _switches(self, op: str) -> web.Response | None:
         """The failure switches every call goes through: latency, hang, shutdown, outage."""
@@ -325,7 +350,7 @@ class FakeGitHub(Registry):
         if interrupted is not None:
             return interrupted
         if not isinstance(caller, Caller):
-            return caller
+            return self._anonymous(request, caller)
         who, named = callers.rate_key(caller, self)
         budget, limit = self.spend(who, free=not route.spends)
         if limit is not None and route.spends:
@@ -442,9 +467,10 @@ class FakeGitHub(Registry):
         target = entry.restriction
         account = None if target is None else self._accounts.get(target.account.casefold())
         body = authorization(site, api, token, entry, account)
-        if op in _LEGACY_OPS and body["installation"] is None:
-            # The deprecated path forms are an old server's: its answers predate scoped tokens, and its
-            # schema (GHES 2.22) admits no `installation: null` under OpenAPI 3.0's nullable rules.
+        if (self.legacy_paths or op in _LEGACY_OPS) and body["installation"] is None:
+            # An old GHES (and the deprecated path forms are an old server's): its answers predate
+            # scoped tokens, and its schema (GHES 2.22) admits no `installation: null` under OpenAPI
+            # 3.0's nullable rules, in the body forms' answers as in the path forms'.
             del body["installation"]
         return web.json_response(body)
 
@@ -473,4 +499,17 @@ async def _json_errors(
     try:
         return await handler(request)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
-        return error(404, "Not Found")
+        return route_not_found()
+
+
+async def _read_body(request: web.Request, route: _Route) -> tuple[object, object]:
+    """The request's JSON body (None: not JSON; an empty body is `{}`, as GitHub reads it) and its
+    `access_token` value (any type; None when absent); for a path form, the token in the path."""
+    if route.legacy:
+        return {}, request.match_info["access_token"]
+    raw = await request.read()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return None, None
+    return body, body.get("access_token") if isinstance(body, dict) else None

@@ -16,7 +16,11 @@ organisation to try it with, and the device and web flows people sign in with.
     --device-interval SECONDS     the device flow's polling interval (GitHub's 5; 0 for tests)
     --auto-approve LOGIN          approve every device code and authorize request at once, for LOGIN
     --signed-in LOGIN             who is signed in at the browser: the login the approve pages prefill
-    --legacy-paths, --latency     the deprecated token paths; a delay before each answer
+    --legacy-paths, --latency     the deprecated token paths (an old GHES); a delay before each answer
+    --exhaust-rate-limit KIND[:STATUS]
+                                  every authenticated API call refused for an hour as past a spent
+                                  budget: `primary` (403, X-RateLimit-Remaining: 0 and the reset) or
+                                  `secondary` (403, Retry-After: 60); `:429` answers 429 instead
 
 It prints the URL it serves (the web flows at URL/login/…, the API at URL and URL/api/v3), the apps with
 their kinds, and each token issued.
@@ -110,6 +114,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latency", type=float, default=0.0, metavar="SECONDS", help="delay before each answer"
     )
+    parser.add_argument(
+        "--exhaust-rate-limit",
+        type=_rate_limit_arg,
+        metavar="KIND[:STATUS]",
+        help="refuse every authenticated API call for an hour, as GitHub does once a budget is spent:"
+        " primary (X-RateLimit-Remaining: 0) or secondary (Retry-After: 60); STATUS 403 (default) or 429",
+    )
+
+
+_SECONDARY_RETRY_AFTER = 60  # seconds, GitHub's usual wait after a secondary limit
+
+
+def _rate_limit_arg(value: str) -> tuple[int, int | None]:
+    """(status, retry_after) of an --exhaust-rate-limit spec."""
+    kind, _, status = value.partition(":")
+    if kind not in ("primary", "secondary") or status not in ("", "403", "429"):
+        raise argparse.ArgumentTypeError(f"expected primary or secondary, then :403 or :429, got {value!r}")
+    return int(status or 403), _SECONDARY_RETRY_AFTER if kind == "secondary" else None
 
 
 def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
@@ -262,6 +284,9 @@ def run(args: argparse.Namespace) -> int:
     apps = dict(args.apps or [DEMO_APP, DEMO_OAUTH_APP])
     fake = FakeGitHub(apps, legacy_paths=args.legacy_paths, device_interval=args.device_interval)
     fake.latency = args.latency
+    if args.exhaust_rate_limit is not None:
+        status, retry_after = args.exhaust_rate_limit
+        fake.exhaust_rate_limit(reset_in=3600, status=status, retry_after=retry_after)
     try:
         registered = [f"account {_add_account(fake, spec)}" for spec in args.accounts or ()]
         registered += [f"user {_add_user(fake, spec)}" for spec in args.users or ()]
@@ -288,6 +313,8 @@ def _banner(fake: FakeGitHub, issued: list[tuple[str, str]], registered: list[st
     approver = fake.flows.auto_approve
     lines.append(f"  device interval {fake.flows.interval}s; auto-approve: {approver or 'off'}")
     lines.append(f"  deprecated …/tokens/{{access_token}} paths: {'on' if fake.legacy_paths else 'off'}")
+    if fake.rate_limited is not None:
+        lines.append(f"  rate limit: exhausted, every authenticated API call answered {fake.rate_limited}")
     lines.append("stop it with Ctrl-C or SIGTERM")
     return "\n".join(lines)
 

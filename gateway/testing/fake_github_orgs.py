@@ -13,13 +13,14 @@ import itertools
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .fake_github_model import sha256
 
 __all__ = [
+    "BUDGETS",
     "REPO_ROLES",
     "Directory",
     "GitHubApp",
@@ -34,7 +35,8 @@ __all__ = [
 REPO_ROLES = ("read", "triage", "write", "maintain", "admin")  # GitHub's repository roles, lowest first
 _ROLE_NAMES = {"pull": "read", "push": "write"}  # the older names of two of them
 _INSTALLATION_PERMISSIONS = MappingProxyType({"members": "read", "metadata": "read"})
-RATE_BUDGET = 5000  # GitHub's hourly primary limit for a user or an installation
+RATE_BUDGET = 5000  # GitHub's hourly primary limit for a user, an installation or an OAuth app
+BUDGETS = ("oauth-app", "user", "installation", "app")  # whose budget a call spends, by kind
 
 
 @dataclass(slots=True)
@@ -140,6 +142,10 @@ class RateLimited:
     until: float
     status: int
     retry_after: int | None
+    budgets: frozenset[str] | None = None  # the kinds of budget it applies to; None: every one
+
+    def applies(self, who: str) -> bool:
+        return self.budgets is None or who.partition(":")[0] in self.budgets
 
 
 class Directory:
@@ -319,29 +325,53 @@ class Directory:
     # The rate limit
 
     def exhaust_rate_limit(
-        self, *, reset_in: float = 60.0, status: int = 403, retry_after: int | None = None
+        self,
+        *,
+        reset_in: float = 60.0,
+        status: int = 403,
+        retry_after: int | None = None,
+        budgets: Collection[str] | None = None,
     ) -> None:
-        """Until `reset_in` seconds have passed on the fake's clock, every REST call is refused as
-        GitHub refuses it: `status` (403 or 429) with X-RateLimit-Remaining: 0 and the reset time, or,
-        with `retry_after`, a secondary limit with Retry-After."""
+        """Until `reset_in` seconds have passed on the fake's clock, every authenticated API call (the
+        OAuth Apps API's and the REST API's) is refused as GitHub refuses it: `status` (403 or 429)
+        with X-RateLimit-Remaining: 0 and the reset time, or, with `retry_after`, a secondary limit
+        with Retry-After. `budgets` limits it to some kinds of caller (BUDGETS: `oauth-app`, an app on
+        the OAuth Apps API; `user`, `installation`, `app` on the REST API). A budget also runs out by
+        itself after `rate_budget` calls in its hour."""
         _check(status, (403, 429), "status")
-        self._limit = RateLimited(self._clock() + reset_in, status, retry_after)
+        for kind in budgets or ():
+            _check(kind, BUDGETS, "budget")
+        kinds = None if budgets is None else frozenset(budgets)
+        self._limit = RateLimited(self._clock() + reset_in, status, retry_after, kinds)
 
-    def spend(self, who: str, *, free: bool = False) -> tuple[Budget, RateLimited | None]:
-        """Count one call by `who` against its budget (not when `free`): what is left of it, and the
-        limit in force when the call is refused."""
+    @property
+    def rate_limited(self) -> int | None:
+        """The status calls are refused with while `exhaust_rate_limit` is in force, else None."""
+        return None if self._limit is None or self._clock() >= self._limit.until else self._limit.status
+
+    def restore_rate_limit(self) -> None:
+        """Undo `exhaust_rate_limit` and give every caller a full budget again."""
+        self._limit, self._used, self._window_ends = None, {}, self._clock() + 3600
+
+    def spend(
+        self, who: str, *, free: bool = False, per_hour: int | None = None
+    ) -> tuple[Budget, RateLimited | None]:
+        """Count one call by `who` against its budget (`rate_budget` an hour unless `per_hour` says;
+        not when `free`): what is left of it, and the limit in force when the call is refused."""
         now = self._clock()
-        if self._limit is not None and now >= self._limit.until:
-            self._limit, self._used, self._window_ends = None, {}, now + 3600  # the budget is restored
-        if now >= self._window_ends:
-            self._used, self._window_ends = {}, now + 3600
-        limit = self._limit
-        if limit is not None:
-            return Budget(self.rate_budget, self.rate_budget, math.ceil(limit.until)), limit
-        used = self._used.get(who, 0) + (0 if free else 1)
+        if (self._limit is not None and now >= self._limit.until) or now >= self._window_ends:
+            self.restore_rate_limit()  # the window is over, or the exhausted budget was restored
+        limit = self.rate_budget if per_hour is None else per_hour
+        forced = self._limit if self._limit is not None and self._limit.applies(who) else None
+        if forced is not None and forced.retry_after is None:  # the primary limit: nothing is left
+            return Budget(limit, limit, math.ceil(forced.until)), forced
+        used = self._used.get(who, 0)
+        if not free and used >= limit:  # spent by itself: refused until the window ends
+            spent = RateLimited(self._window_ends, 403, None)
+            return Budget(limit, used, math.ceil(self._window_ends)), spent
         if not free:
-            self._used[who] = used
-        return Budget(self.rate_budget, used, math.ceil(self._window_ends)), None
+            used = self._used[who] = used + 1
+        return Budget(limit, used, math.ceil(self._window_ends)), forced
 
     # -----------------------------------------------------------------------------------------------
     # What GitHub decides
