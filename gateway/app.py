@@ -20,7 +20,7 @@ from .accesslog import AccessLog, AccessRecord
 from .auth import Authenticator, Caller, SignInHelp, authorization
 from .config import Config
 from .control import Control
-from .errors import BadRequest, InternalError, InvalidToken, NoRoute, Refusal, Unauthenticated
+from .errors import BadRequest, InternalError, InvalidToken, NoRoute, Redirect, Refusal, Unauthenticated
 from .github import GitHubClient
 from .headers import HeaderRules, request_id
 from .identity import token_id
@@ -32,7 +32,7 @@ from .paths import split_target
 from .policy import CompiledRoute, RouteTable
 from .ratelimit import FailedAuthLimiter
 from .responses import refusal_response
-from .signin import Redirect, SignIn
+from .signin import SignIn
 from .upstream.forwarding import ANSWER_BUFSIZE, Forwarder, upstream_session
 from .upstream.pool import UpstreamPool
 from .upstream_token import ScopedTokens

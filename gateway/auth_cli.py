@@ -45,8 +45,8 @@ from .auth_client import (
     shown,
 )
 from .credentials import Credentials, CredentialsFile, CredentialsUnreadable, credentials_path, normal_url
-from .errors import GitHubError
-from .github.web import DeviceCode, DeviceFlow, GrantRefused, UserToken
+from .errors import GitHubError, GrantRefused
+from .github.web import DeviceCode, DeviceFlow, UserToken
 
 RENEW_BEFORE = 300.0  # seconds: a token expiring sooner is renewed before it is handed out
 HTTP_SECONDS = 15.0  # for each call to the gateway or GitHub

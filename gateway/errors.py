@@ -8,8 +8,10 @@
     │   ├── GitHubMisconfigured     the config does not work with this GitHub (check-config --online)
     │   │   ├── AppCredentialsRejected  401: the app's client_id/client_secret are wrong
     │   │   └── CheckMethodUnsupported  check_method: legacy, and GitHub has no deprecated path forms
-    │   └── TargetNotFound          scope: the app knows the token, GitHub knows no such target
+    │   ├── TargetNotFound          scope: the app knows the token, GitHub knows no such target
+    │   └── GrantRefused            sign-in: GitHub refused a grant (its `error` code: bad_refresh_token …)
     └── Refusal                     a request the gateway answers itself
+        ├── Redirect                302, a browser sent to sign in (DESIGN §12)
         ├── Unauthenticated         401, no credentials
         ├── InvalidToken            401, malformed, invalid, expired or revoked token
         ├── InsufficientScope       403 with the missing scopes
@@ -90,6 +92,15 @@ class TargetNotFound(GitHubError):
     (organization or user), or the app is not installed on it."""
 
 
+class GrantRefused(GitHubError):
+    """GitHub refused a grant; `code` is its error code, `description` its words (never a token)."""
+
+    def __init__(self, code: str, description: str = "") -> None:
+        self.code = code
+        self.description = description
+        super().__init__(f"GitHub refused the grant: {code}" + (f" ({description})" if description else ""))
+
+
 class Refusal(GatewayError):
     """A request the gateway answers itself, with its status and JSON body (README: What callers get
     back); with `close`, the connection is closed after the answer (nothing after the request on it can
@@ -105,6 +116,15 @@ class Refusal(GatewayError):
         self.headers = dict(headers or {})
         self.close = close
         super().__init__(message)
+
+
+class Redirect(Refusal):
+    """302 to `location`: a browser without credentials sent to sign in."""
+
+    status, code = 302, "sign_in"
+
+    def __init__(self, location: str, message: str) -> None:
+        super().__init__(message, headers={"Location": location, "Cache-Control": "no-store"})
 
 
 class Unauthenticated(Refusal):

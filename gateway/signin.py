@@ -27,8 +27,16 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from .config import Config, GitHubApp
-from .errors import BadRequest, Forbidden, GitHubError, InvalidToken, NoRoute, Refusal, ServiceUnavailable
-from .github.web import AUTHORIZE_PATH, GrantRefused, SignInClient, UserToken
+from .errors import (
+    BadRequest,
+    Forbidden,
+    GitHubError,
+    GrantRefused,
+    InvalidToken,
+    NoRoute,
+    ServiceUnavailable,
+)
+from .github.web import AUTHORIZE_PATH, SignInClient, UserToken
 from .identity import token_digest, token_id, well_formed_token
 from .identity.singleflight import SingleFlight
 from .ratelimit import FailedAuthLimiter
@@ -40,15 +48,6 @@ SIGN_IN_SECONDS = 600  # a sign-in started must come back within this (GitHub's 
 RENEW_BEFORE = 300.0  # a session's GitHub App token is refreshed this long before it expires
 REFRESHED_KEPT = 60.0  # a refresh's result serves requests still carrying the old cookie this long
 MAX_FORM = 8192
-
-
-class Redirect(Refusal):
-    """302 to `location`: a browser sent to sign in, or back from it."""
-
-    status, code = 302, "sign_in"
-
-    def __init__(self, location: str, message: str) -> None:
-        super().__init__(message, headers={"Location": location, "Cache-Control": "no-store"})
 
 
 class CookieCredentials(NamedTuple):

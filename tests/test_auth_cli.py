@@ -23,8 +23,8 @@ import pytest
 
 from gateway import auth_cli
 from gateway.credentials import normal_url
-from gateway.errors import GitHubUnavailable
-from gateway.github.web import GrantRefused, device_code, next_interval
+from gateway.errors import GitHubUnavailable, GrantRefused
+from gateway.github.web import device_code, next_interval
 from gateway.testing.fake_github import FakeGitHub
 
 from .support.clock import FakeClock

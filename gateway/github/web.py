@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from ..config import GitHubApp
-from ..errors import GitHubError, GitHubUnavailable
+from ..errors import GitHubUnavailable, GrantRefused
 from ..identity import well_formed_token
 from .client import USER_AGENT
 
@@ -39,15 +39,6 @@ DEVICE_CODE_PATH = "/login/device/code"
 AUTHORIZE_PATH = "/login/oauth/authorize"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 MAX_ANSWER = 64 * 1024
-
-
-class GrantRefused(GitHubError):
-    """GitHub refused a grant; `code` is its error code, `description` its words (never a token)."""
-
-    def __init__(self, code: str, description: str = "") -> None:
-        self.code = code
-        self.description = description
-        super().__init__(f"GitHub refused the grant: {code}" + (f" ({description})" if description else ""))
 
 
 @dataclass(frozen=True, repr=False)
