@@ -52,6 +52,13 @@ async def _sign_in(browser: aiohttp.ClientSession, gateway: Gateway, path: str =
         return await resp.json()
 
 
+async def _session_cookie(gateway: Gateway) -> str:
+    """The session cookie a browser holds once signed in."""
+    async with _browser() as browser:
+        await _sign_in(browser, gateway)
+        return next(c.value for c in browser.cookie_jar if c.key == "gateway_session")
+
+
 async def test_a_browser_signs_in_through_github_and_sees_the_upstream(
     start_gateway: GatewayFactory, world: World
 ) -> None:
@@ -156,9 +163,7 @@ async def test_a_tampered_or_foreign_cookie_counts_as_no_credentials(
     start_gateway: GatewayFactory, world: World
 ) -> None:
     gateway = await _signed_in_gateway(start_gateway, world)
-    async with _browser() as browser:
-        await _sign_in(browser, gateway)
-        value = next(c.value for c in browser.cookie_jar if c.key == "gateway_session")
+    value = await _session_cookie(gateway)
     flipped = value[:-5] + ("A" if value[-5] != "A" else "B") + value[-4:]
     other_key = Sealer(SessionsConfig(cookie_secret=OLD_SECRET)).seal("session", {"t": "x", "until": 2e9})
     for cookie in (flipped, other_key, "v1.garbage", value + "x"):
@@ -169,7 +174,6 @@ async def test_a_tampered_or_foreign_cookie_counts_as_no_credentials(
 async def test_cookies_sealed_with_a_previous_secret_still_open(
     start_gateway: GatewayFactory, world: World
 ) -> None:
-    world.github.add_token("alice", 7, ["read:org"])
     token = world.github.add_token("alice", 7, ["read:org"])
     old = Sealer(SessionsConfig(cookie_secret=OLD_SECRET))
     cookie = {"Cookie": "gateway_session=" + old.seal_session(Session(token, None, None, None, 2e9))}
@@ -184,9 +188,7 @@ async def test_the_upstream_gets_the_callers_other_cookies_but_never_the_session
     start_gateway: GatewayFactory, world: World
 ) -> None:
     gateway = await _signed_in_gateway(start_gateway, world)
-    async with _browser() as browser:
-        await _sign_in(browser, gateway)
-        value = next(c.value for c in browser.cookie_jar if c.key == "gateway_session")
+    value = await _session_cookie(gateway)
     cookie = f"theme=dark; gateway_session={value}; GATEWAY_SESSION=x; lang=en"
 
     echoed = await (await gateway.client.get("/x", headers={"Cookie": cookie})).json()
