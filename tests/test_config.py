@@ -1084,3 +1084,45 @@ def test_the_json_schema_accepts_the_design_example_and_refuses_what_load_refuse
         minimal(routes=[]),
     ):
         assert not validator.is_valid(tree), tree
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sign-in (DESIGN §12): sessions, public_url, web_url, browser_login
+
+COOKIE_SECRET = "a cookie secret of thirty-two characters or more"
+
+
+def test_sessions_need_public_url_and_a_long_enough_secret() -> None:
+    lines = problems(minimal(sessions={"cookie_secret": "short", "previous_cookie_secrets": ["also short"]}))
+
+    assert len(lines) == 2, lines
+    assert_says(lines[0], "sessions.cookie_secret", "at least 32 characters")
+    assert_says(lines[1], "sessions.previous_cookie_secrets[0]", "at least 32 characters")
+    assert "short" not in lines[0] + lines[1]  # SECURITY: a secret is never echoed
+    assert_says(
+        only_problem(minimal(sessions={"cookie_secret": COOKIE_SECRET})), "server.public_url", "sessions"
+    )
+
+
+def test_browser_login_needs_sessions_and_a_route_that_checks_tokens() -> None:
+    route = {"path": "/", "upstream": "http://127.0.0.1:8081", "browser_login": True}
+    assert_says(only_problem(with_routes(route)), "routes[0].browser_login", "sessions")
+    assert_says(only_problem(with_routes({**route, "auth": "none"})), "routes[0].browser_login", "auth: none")
+
+
+def test_public_url_is_an_origin_and_web_url_defaults_from_api_url() -> None:
+    assert_says(
+        only_problem(with_server(public_url="https://gw.example.com/app")), "server.public_url", "path"
+    )
+    assert load_tree(with_github()).github.web == "https://github.com"
+    assert (
+        load_tree(with_github(api_url="https://ghe.example.com/api/v3")).github.web
+        == "https://ghe.example.com"
+    )
+    assert load_tree(with_github(web_url="https://sso.example.com")).github.web == "https://sso.example.com"
+    config = load_tree(
+        minimal(server={"public_url": "https://gw.example.com/"}, sessions={"cookie_secret": COOKIE_SECRET})
+    )
+    assert config.server.public_url == "https://gw.example.com"
+    assert config.sessions is not None and config.sessions.max_age == 8 * 3600
+    assert COOKIE_SECRET not in repr(config)
