@@ -5,6 +5,7 @@ check calls it served, where that is the point."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections import Counter
@@ -147,3 +148,52 @@ async def upload(url: str, size: int, token: str) -> Upload:
         seconds = time.perf_counter() - started
     received = int(text) if response.status == 200 and text.isdigit() else -1
     return Upload(size, received, response.status, seconds, size / MIB / seconds)
+
+
+@dataclass
+class Idle:
+    """Keep-alive client connections held open and idle, each after one request answered."""
+
+    connections: int
+    answered: int  # how many of them got their 200
+    rss_before_kib: int
+    rss_after_kib: int
+
+    @property
+    def kib_per_connection(self) -> float:
+        """The server's RSS growth per idle connection."""
+        return (self.rss_after_kib - self.rss_before_kib) / max(1, self.connections)
+
+
+@contextlib.asynccontextmanager
+async def idle_clients(host: str, port: int, token: str, count: int) -> AsyncIterator[int]:
+    """`count` connections, each sending one keep-alive request and reading its answer, then left open
+    and silent for as long as the block lasts; yields how many were answered 200."""
+    request = (f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n\r\n").encode()
+    writers: list[asyncio.StreamWriter] = []
+    answered = 0
+
+    async def one() -> None:
+        nonlocal answered
+        reader, writer = await asyncio.open_connection(host, port)
+        writers.append(writer)
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        await reader.readexactly(length)
+        answered += head.startswith(b"HTTP/1.1 200")
+
+    try:
+        for start in range(0, count, 500):  # a few hundred at a time: the listen backlog is finite
+            await asyncio.gather(*(one() for _ in range(min(500, count - start))))
+        yield answered
+    finally:
+        for writer in writers:
+            writer.close()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .load import LoadResult
-from .measure import MIB, Herd, Misses, Upload
+from .measure import MIB, Herd, Idle, Misses, Upload
 
 # issue 5's targets
 RPS_VS_BARE = 1.3
@@ -78,6 +78,7 @@ class Results:
     bytes_per_identity: float | None = None
     cache_entries: int = 0
     upload: UploadReport | None = None
+    idle: Idle | None = None
     workers: WorkersReport | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -161,6 +162,12 @@ def details(results: Results) -> str:
         out.append(
             f"bytes per cached identity ({results.cache_entries:,} entries in"
             f" gateway.identity.cache.IdentityCache, tracemalloc): {results.bytes_per_identity:.0f}"
+        )
+    if (i := results.idle) is not None:
+        out.append(
+            f"{i.connections:,} idle keep-alive connections ({i.answered:,} answered 200 first): gateway RSS"
+            f" {i.rss_before_kib / 1024:.0f} -> {i.rss_after_kib / 1024:.0f} MiB,"
+            f" {i.kib_per_connection:.1f} KiB per connection"
         )
     if (u := results.upload) is not None:
         how = "VmHWM reset to VmRSS first" if u.peak_reset else "VmHWM after - VmRSS before"

@@ -38,6 +38,7 @@ from . import chart, eventloop, load, measure, servers
 from .load import LoadResult
 from .measure import MIB
 from .procs import (
+    HOST,
     Proc,
     Processes,
     cpu_seconds_since,
@@ -70,6 +71,7 @@ class Settings:
     misses: int
     miss_concurrency: int
     cache_entries: int
+    idle: int
     upload_bytes: int
     nginx: str | None
     wrk: str | None
@@ -103,6 +105,7 @@ def settings(argv: Sequence[str] | None) -> Settings:
         misses=500 if smoke else 10_000,
         miss_concurrency=64,
         cache_entries=10_000 if smoke else 100_000,
+        idle=500 if smoke else 10_000,
         upload_bytes=(32 if smoke else 1024) * MIB,
         nginx=None if args.no_nginx else shutil.which("nginx") or _sbin("nginx"),
         wrk=None if args.no_wrk else shutil.which("wrk"),
@@ -272,6 +275,19 @@ def _answers(lab: Lab, port: str) -> None:
         raise RuntimeError(f"the gateway on {port} answered {status} to a valid token: {body[:200]!r}")
 
 
+def measure_idle(lab: Lab) -> measure.Idle:
+    """The gateway's RSS growth while it holds `idle` keep-alive connections, each having had one
+    request answered, and now silent."""
+    pid, count = lab.started["gateway"].pid, lab.settings.idle
+
+    async def held() -> measure.Idle:
+        before = memory_kib(pid, "VmRSS") or 0
+        async with measure.idle_clients(HOST, lab.ports["gateway"], lab.token, count) as answered:
+            return measure.Idle(count, answered, before, memory_kib(pid, "VmRSS") or 0)
+
+    return _run(held(), 300)
+
+
 def measure_upload(lab: Lab) -> UploadReport:
     """The upload straight to a sink, then through a fresh gateway routed to it."""
     s, procs = lab.settings, lab.procs
@@ -379,6 +395,8 @@ def bench(lab: Lab) -> Results:
     results.hits_after_misses = lab.measured("gateway", ["gateway"])[0]
     progress(f"bytes per cached identity: {s.cache_entries:,} entries")
     results.bytes_per_identity, results.cache_entries = bytes_per_identity(s.cache_entries), s.cache_entries
+    progress(f"{s.idle:,} idle keep-alive connections")
+    results.idle = measure_idle(lab)
     results.upload = measure_upload(lab)
     results.workers = measure_workers(lab)
     results.notes = notes(s, present, probe)

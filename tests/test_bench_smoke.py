@@ -13,7 +13,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bench import cachemem, chart, load, report, servers
+from bench import cachemem, chart, load, measure, report, servers
 from bench.measure import MIB, Herd, Upload
 from gateway import config
 
@@ -66,6 +66,24 @@ async def test_the_builtin_generator_counts_requests_and_errors() -> None:
         refused = await load.generate(url, headers={}, concurrency=2, duration=0.1)
     assert ok.requests > 0 and ok.errors == 0 and ok.p50_ms <= ok.p99_ms
     assert refused.requests > 0 and refused.errors == refused.requests
+
+
+async def test_idle_clients_hold_their_connections_open_after_one_answer() -> None:
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(text="yes" if request.headers.get("Authorization") == "Bearer good1" else "no")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    async with TestServer(app) as server:
+        assert server.port is not None
+        async with measure.idle_clients("127.0.0.1", server.port, "good1", 60) as answered:
+            assert answered == 60
+            open_now = (
+                sum(1 for p in server.runner.server.connections)
+                if server.runner and server.runner.server
+                else 0
+            )
+        assert open_now == 60
 
 
 def test_the_generated_gateway_config_is_valid(tmp_path: Path) -> None:
