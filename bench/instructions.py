@@ -4,10 +4,12 @@
 
 Requests per second on a shared machine drift by tens of percent between runs; the instructions a
 server executes in user space for the same requests do not. This runs the bare aiohttp pass-through
-proxy (b) and the gateway (e, cache hits) under callgrind, one after the other, behind the same
-aiohttp upstream and fake GitHub; sends each a warm-up, then N requests over C connections; and
-prints the user-space instructions per request of each and their ratio. The kernel's share (the
-sockets) is not counted. Under callgrind a server runs some 50 times slower: keep N in thousands.
+proxy (b), the gateway (e, cache hits) and the gateway's forward-auth decision (f, `GET
+/_gateway/auth` as nginx's auth_request sends it, cache hits) under callgrind, one after the other,
+behind the same aiohttp upstream and fake GitHub; sends each a warm-up, then N requests over C
+connections; and prints the user-space instructions per request of each and their ratios. The
+kernel's share (the sockets) is not counted. Under callgrind a server runs some 50 times slower:
+keep N in thousands.
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ from .procs import Processes, free_ports
 WARMUP = 200
 
 
-async def send(url: str, token: str, count: int, concurrency: int) -> None:
-    """`count` GETs over `concurrency` keep-alive connections; each must answer 200."""
+async def send(
+    url: str, token: str, count: int, concurrency: int, extra: dict[str, str] | None = None
+) -> None:
+    """`count` GETs (with `extra` headers) over `concurrency` keep-alive connections; each must answer
+    200."""
     left = count
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {token}", **(extra or {})}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
 
         async def connection() -> None:
@@ -65,8 +70,11 @@ def count(
     port: int,
     requests: int,
     concurrency: int,
+    path: str = "/",
+    extra: dict[str, str] | None = None,
 ) -> float:
-    """Instructions per request of one server (`argv`, listening on `port`) under callgrind."""
+    """Instructions per request of one server (`argv`, listening on `port`) under callgrind, for GETs
+    of `path` with `extra` headers."""
     out = workdir / f"{name}.callgrind"
     proc = procs.start(
         name,
@@ -76,10 +84,10 @@ def count(
         cwd=servers.PROJECT,
     )
     procs.wait_ready([proc], timeout=180)
-    url, token = servers.url(port) + "/", new_token()
-    asyncio.run(send(url, token, WARMUP, concurrency))
+    url, token = servers.url(port) + path, new_token()
+    asyncio.run(send(url, token, WARMUP, concurrency, extra))
     callgrind(proc.pid, "--zero")
-    asyncio.run(send(url, token, requests, concurrency))
+    asyncio.run(send(url, token, requests, concurrency, extra))
     callgrind(proc.pid, "--dump")
     procs.stop(proc)
     (dump,) = workdir.glob(f"{name}.callgrind.*")  # the --dump, numbered by callgrind
@@ -120,11 +128,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             sizes = (int(args.requests), int(args.concurrency))
             bare = count(procs, workdir, "bare", bare_argv, ports["bare"], *sizes)
             gateway = count(procs, workdir, "gateway", gateway_argv, ports["gateway"], *sizes)
+            original = {"X-Original-URI": "/svc/x?y=1", "X-Original-Method": "GET"}
+            decision = count(
+                procs,
+                workdir,
+                "forward-auth",
+                gateway_argv,
+                ports["gateway"],
+                *sizes,
+                path=servers.CONTROL_PREFIX + "/auth",
+                extra=original,
+            )
     print(
         f"user-space instructions per request (callgrind, {args.requests} requests over"
         f" {args.concurrency} connections after {WARMUP} to warm up):\n"
         f"  (b) bare aiohttp pass-through proxy  {bare:10,.0f}\n"
-        f"  (e) gateway, cache hits              {gateway:10,.0f}   {gateway / bare:.2f} x (b)"
+        f"  (e) gateway, cache hits              {gateway:10,.0f}   {gateway / bare:.2f} x (b)\n"
+        f"  (f) gateway forward-auth decision    {decision:10,.0f}   {decision / gateway:.2f} x (e)"
     )
     return 0
 
