@@ -53,7 +53,7 @@ class IdentityTokens:
             keys.setdefault(jwk["kid"], jwk)  # the new key listed ahead of its use, then still listed
         self.jwks = json.dumps({"keys": list(keys.values())}, separators=(",", ":")).encode()
         self.jwks_etag = '"' + hashlib.sha256(self.jwks).hexdigest()[:32] + '"'
-        self._issuer = config.issuer
+        self._issuer = config.issuer or "gateway"  # Config fills it in: server.public_url, else this
         self._ttl = config.ttl
         self._max_entries = max_entries
         self._signed = signed

@@ -13,6 +13,8 @@ from typing import Any
 import pydantic
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from openapi_schema_validator import OAS31Validator
 
 from gateway.config import Config, IdentityHeaders, json_schema, load, parse, parse_duration, resolve_path
@@ -1126,3 +1128,24 @@ def test_public_url_is_an_origin_and_web_url_defaults_from_api_url() -> None:
     assert config.server.public_url == "https://gw.example.com"
     assert config.sessions is not None and config.sessions.max_age == 8 * 3600
     assert COOKIE_SECRET not in repr(config)
+
+
+def test_the_identity_tokens_issuer_defaults_to_public_url_else_gateway(tmp_path: Path) -> None:
+    key = tmp_path / "jwt.pem"
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    signing = {"signing_key_file": str(key)}
+    public = minimal(identity_token=signing, server={"public_url": "https://gw.example.com"})
+    named = minimal(
+        identity_token={**signing, "issuer": "urn:gw"}, server={"public_url": "https://gw.example.com"}
+    )
+
+    tokens = [load_tree(t).identity_token for t in (minimal(identity_token=signing), public, named)]
+    assert [t.issuer if t else None for t in tokens] == [
+        "gateway",
+        "https://gw.example.com",
+        "urn:gw",
+    ]

@@ -434,7 +434,7 @@ class IdentityTokenConfig(_Model):
     header: HeaderName = "X-Auth-Jwt"
     signing_key_file: str
     previous_public_keys: tuple[str, ...] = ()
-    issuer: ClaimText
+    issuer: ClaimText | None = None  # default: server.public_url, else "gateway"
     ttl: Annotated[PositiveDuration, Field(le=86400.0)] = 60.0
 
     @model_validator(mode="after")
@@ -583,15 +583,19 @@ class Config(_Model):
         return v
 
     @model_validator(mode="after")
-    def _identity_token_header_distinct(self) -> Config:
-        if self.identity_token is None:
+    def _identity_token_complete(self) -> Config:
+        token = self.identity_token
+        if token is None:
             return self
-        name = self.identity_token.header
+        name = token.header
         for field, other in self.identity_headers.model_dump().items():
             if other and fold(other) == fold(name):
                 msg = f"expected a header name distinct from identity_headers.{field}, got {name!r}"
                 raise _invalid("Config", [(("identity_token", "header"), msg, name)])
-        return self
+        if token.issuer is not None:
+            return self
+        issuer = self.server.public_url or "gateway"
+        return self.model_copy(update={"identity_token": token.model_copy(update={"issuer": issuer})})
 
     @model_validator(mode="after")
     def _sign_in_has_what_it_needs(self) -> Config:
