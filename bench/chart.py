@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # after choosing the backend
 DEFAULT = Path(__file__).parent / "results" / "latest.json"
 GATEWAY = "#2f6fbf"  # the gateway's own rows
 PEER = "#9aa5b1"  # the yardsticks
-GATEWAY_ROWS = frozenset("efgh")
+GATEWAY_ROWS = frozenset("efghi")
 
 
 def draw(data: Mapping[str, Any], path: Path) -> None:

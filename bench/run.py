@@ -52,10 +52,22 @@ from .report import Results, Row, UploadReport, WorkersReport, checks, render, w
 
 T = TypeVar("T")
 PORTS = (
-    *("github", "upstream", "bare", "naive", "gateway", "auth_request", "forward_auth", "gated", "signed"),
+    *(
+        "github",
+        "upstream",
+        "bare",
+        "naive",
+        "gateway",
+        "auth_request",
+        "forward_auth",
+        "gated",
+        "signed",
+        "gated_signed",
+    ),
     *("sink", "upload_gateway", "upload_proxy", "workers_1", "workers_2"),
 )
 GITHUB_LATENCY = 0.05
+GATED = {"orgs": ["acme"], "teams": ["acme/sre"]}  # who may pass on the gated rows: the fake's members
 
 
 @dataclass(frozen=True)
@@ -193,11 +205,10 @@ def start_servers(lab: Lab) -> None:
     started["bare"] = servers.start_peer(procs, "bare-proxy", lab.ports["bare"], upstream)
     started["naive"] = servers.start_peer(procs, "naive-gateway", lab.ports["naive"], upstream, github)
     lab.start_gateway("gateway", "gateway", "upstream", max_concurrent_checks=s.miss_concurrency)
-    lab.start_gateway("gated", "gated", "upstream", policy={"orgs": ["acme"], "teams": ["acme/sre"]})
-    key = servers.signing_key(lab.workdir)
-    lab.start_gateway(
-        "signed", "signed", "upstream", identity_token={"signing_key_file": key, "issuer": "bench"}
-    )
+    lab.start_gateway("gated", "gated", "upstream", policy=GATED)
+    signing = {"signing_key_file": servers.signing_key(lab.workdir), "issuer": "bench"}
+    lab.start_gateway("signed", "signed", "upstream", identity_token=signing)
+    lab.start_gateway("gated-signed", "gated_signed", "upstream", policy=GATED, identity_token=signing)
     procs.wait_ready(started.values())
 
 
@@ -219,6 +230,7 @@ def measure_table(lab: Lab, forward_auth: str | None) -> list[Row]:
         ("f", "nginx auth_request -> gateway forward-auth", "forward_auth", ["nginx", "gateway"], no_nginx),
         ("g", "gateway, cache hits, route gated by an org and a team", "gated", ["gated"], ""),
         ("h", "gateway, cache hits, identity token signed (ES256)", "signed", ["signed"], ""),
+        ("i", "gateway, cache hits, org + team route, identity token", "gated_signed", ["gated_signed"], ""),
     ]
     rows, measurable = [], []
     for key, name, port, server, skipped in spec:
