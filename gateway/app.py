@@ -36,7 +36,7 @@ from .signin import SignIn
 from .upstream.forwarding import ANSWER_BUFSIZE, Forwarder, upstream_session
 from .upstream.pool import UpstreamPool
 from .upstream_token import ScopedTokens
-from .wire import READ_BUFSIZE
+from .wire import READ_BUFSIZE, Answer
 
 log = logging.getLogger("gateway")
 
@@ -143,7 +143,7 @@ class Gateway:
             seconds = time.perf_counter() - started
             record.duration_ms = round(seconds * 1000, 3)
         record.status = response.status
-        if isinstance(response, web.Response) and request.method != "HEAD":
+        if isinstance(response, web.Response | Answer) and request.method != "HEAD":
             # aiohttp writes it once this returns; a streamed answer has counted what it wrote
             record.bytes = len(response.body) if isinstance(response.body, bytes) else 0
         self.access_log.write(record)
@@ -203,13 +203,14 @@ class Gateway:
         record.path = path
         route = self._route(path, record)
         caller = await self._admit(request, method, route, record, back_to)
-        response = web.Response(status=200, headers=_set_cookie(caller))
-        if caller is not None:
-            response.headers.extend(self.rules.identity_headers(caller.identity))
-            response.headers.extend(await self._identity_extras(caller, route, record))
-            if route.upstream_token_key is not None:
-                response.headers["Authorization"] = await self._scoped_authorization(caller, route)
-        return response
+        if caller is None:
+            return Answer(200)
+        headers = _set_cookie(caller)
+        headers.extend(self.rules.identity_headers(caller.identity))
+        headers.extend(await self._identity_extras(caller, route, record))
+        if route.upstream_token_key is not None:
+            headers.append(("Authorization", await self._scoped_authorization(caller, route)))
+        return Answer(200, headers)
 
     def _route(self, path: str, record: AccessRecord) -> CompiledRoute:
         route = self.routes.match(path)

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 
-from aiohttp import web
-
 from .errors import Refusal
+from .wire import Answer
 
 
-def refusal_response(refusal: Refusal) -> web.Response:
+def refusal_response(refusal: Refusal) -> Answer:
     """`{"error": code, "message": text}` with the refusal's status and headers; the connection is
     closed after it if the refusal says so."""
     body = json.dumps({"error": refusal.code, "message": refusal.message})
-    response = web.Response(
-        status=refusal.status,
-        text=body,
-        content_type="application/json",
-        headers=refusal.headers,
+    return Answer(
+        refusal.status,
+        refusal.headers.items(),
+        body.encode(),
+        content_type="application/json; charset=utf-8",
+        close=refusal.close,
     )
-    if refusal.close:
-        response.force_close()
-    return response

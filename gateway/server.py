@@ -27,6 +27,7 @@ from .admin import Readiness, admin_app
 from .app import Gateway, open_gateway
 from .config import Config, load
 from .errors import ConfigError
+from .responses import refusal_response
 from .stopping import stop_event
 from .supervisor import Supervisor
 from .wire import make_server
@@ -168,7 +169,7 @@ async def _serve(config: Config, sock: socket.socket, follow: Callable[[_Reloade
     async with _Reloader(config) as live, contextlib.AsyncExitStack() as listeners:
         follow(live)
         readiness = Readiness(lambda: "not started" if live.current is None else live.current.github.problem)
-        server = make_server(live.handle, config.server)
+        server = make_server(live.handle, config.server, refuse=refusal_response)
         runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
         await runner.setup()
         # on the way out: stop accepting, then wait up to shutdown_timeout for requests in flight

@@ -4,8 +4,9 @@ aiohttp's internals (docs/architecture.md).
 The listener's connection handler and server (aiohttp's `RequestHandler` and `web.Server`, with each
 request head held to a deadline and a size, and a bounded number of connections), the protocol of
 the gateway's own keep-alive connections to the upstreams (aiohttp's `ResponseHandler` and
-`StreamWriter`: its llhttp parser, its C header serialiser that refuses CR/LF), and the relayed
-answer that keeps the upstream's headers as they are. aiohttp is capped to the minor version these
+`StreamWriter`: its llhttp parser, its C header serialiser that refuses CR/LF), the relayed
+answer that keeps the upstream's headers as they are, and the gateway's own small answers (`Answer`:
+what a `web.Response` writes, without its machinery). aiohttp is capped to the minor version these
 were written against (pyproject.toml), and tests/test_aiohttp_internals.py names every internal used
 here, so an upgrade that moves one fails there, by name. Longer than most modules here for that
 reason: what depends on aiohttp's internals stays in one place.
@@ -17,11 +18,13 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time, should_remove_content_length
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
 from aiohttp.http_parser import RawRequestMessage, RawResponseMessage
 from aiohttp.http_writer import StreamWriter
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
@@ -31,12 +34,20 @@ from multidict import CIMultiDict
 from . import metrics
 from .config import ServerConfig
 from .errors import BadRequest, HeadersTooLarge, InternalError, Refusal, RequestTimeout
-from .responses import refusal_response
 
 log = logging.getLogger("gateway")
 READ_BUFSIZE = 1 << 18  # per connection and direction: what a body may buffer before reading pauses
 
-__all__ = ["READ_BUFSIZE", "RawResponseMessage", "RelayedBody", "RelayedStream", "StreamReader"]
+__all__ = [
+    "READ_BUFSIZE",
+    "Answer",
+    "RawResponseMessage",
+    "RelayedBody",
+    "RelayedStream",
+    "StreamReader",
+]
+# what a refusal the listener makes itself (a malformed request, a head too large) is answered with
+Refuse = Callable[[Refusal], web.StreamResponse]
 
 # ---------------------------------------------------------------------------------------------------
 # The listener
@@ -66,15 +77,29 @@ class _Connection(RequestHandler):
     a 408 as the answer to a request it has yet to send.
     """
 
-    __slots__ = ("_head_bytes", "_header_deadline", "_header_timeout", "_max_header_size", "_server")
+    __slots__ = (
+        "_head_bytes",
+        "_header_deadline",
+        "_header_timeout",
+        "_max_header_size",
+        "_refuse",
+        "_server",
+    )
 
     def __init__(
-        self, manager: _Server, *, header_timeout: float | None, max_header_size: int, **kwargs: Any
+        self,
+        manager: _Server,
+        *,
+        header_timeout: float | None,
+        max_header_size: int,
+        refuse: Refuse,
+        **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._server = manager  # aiohttp forgets its manager when the connection is lost
         self._header_timeout = header_timeout
         self._max_header_size = max_header_size
+        self._refuse = refuse
         self._header_deadline: asyncio.TimerHandle | None = None
         # bytes of the request head arriving now, as read; None while no head is arriving
         self._head_bytes: int | None = 0
@@ -184,7 +209,7 @@ class _Connection(RequestHandler):
             refusal = InternalError("the gateway failed to handle this request", close=True)
         else:
             refusal = BadRequest("the request is malformed or too large", close=True)
-        return refusal_response(refusal)
+        return self._refuse(refusal)
 
 
 class _WithoutArguments(logging.Filter):
@@ -264,11 +289,14 @@ class _Server(web.Server):
 
 
 def make_server(
-    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], config: ServerConfig
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    config: ServerConfig,
+    *,
+    refuse: Refuse,
 ) -> web.Server:
     """aiohttp's low-level server with every request going to `handler` (no router to bypass),
     bounded as `config` (`server.*`) says: connections open, their idle time, each request head's
-    deadline and size."""
+    deadline and size; what it refuses itself is answered by `refuse` (responses.refusal_response)."""
     # SECURITY: aiohttp's websocket logger quotes the protocols a client offers (Sec-WebSocket-Protocol),
     # and Kubernetes clients send their token as one: "base64url.bearer.authorization.k8s.io.<token>"
     logging.getLogger("aiohttp.websocket").addFilter(_WITHOUT_ARGUMENTS)  # added once: the same filter
@@ -277,6 +305,7 @@ def make_server(
         max_connections=config.max_connections,
         header_timeout=config.header_timeout,
         max_header_size=config.max_header_size,
+        refuse=refuse,
         keepalive_timeout=config.keepalive_timeout,
         **HANDLER_ARGS,
     )
@@ -387,3 +416,76 @@ class RelayedBody(_KeepsContentType, web.Response):
 
 class RelayedStream(_KeepsContentType):
     """A relayed answer streamed as it arrives."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# The gateway's own answers
+
+
+class Answer(web.StreamResponse):
+    """One of the gateway's own small answers (a forward-auth decision, a refusal), written byte for
+    byte as aiohttp's `web.Response` writes it: status line, the given headers, Content-Type,
+    Content-Length, Date, Server and Connection as aiohttp sets them, through the writer's C header
+    serialiser (it refuses CR/LF), and the body with them in one write. It skips what a `Response`
+    does on the way there (payloads, compression, cookies, the length checks of streamed bodies).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        *,
+        content_type: str | None = None,
+        close: bool = False,
+    ) -> None:
+        real = CIMultiDict(headers)
+        if content_type is not None:
+            real[hdrs.CONTENT_TYPE] = content_type
+        super().__init__(status=status, _real_headers=real)
+        self.body = body
+        self._keeps: bool | None = False if close else None
+        self._sent = False
+
+    @property
+    def keep_alive(self) -> bool | None:
+        return self._keeps
+
+    def force_close(self) -> None:
+        self._keeps = False
+
+    @property
+    def prepared(self) -> bool:
+        return self._sent
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        """Write the whole answer (what `Response.prepare` and `write_eof` write together)."""
+        if self._sent:
+            return
+        self._sent = True
+        method, status, headers, body = request.method, self.status, self.headers, self.body
+        keep_alive = request.keep_alive if self._keeps is None else self._keeps
+        self._keeps = keep_alive
+        empty = must_be_empty_body(method, status)
+        if hdrs.CONTENT_LENGTH not in headers and (body or (status != 304 and method != "HEAD")):
+            headers[hdrs.CONTENT_LENGTH] = str(len(body))
+        if should_remove_content_length(method, status):
+            headers.popall(hdrs.CONTENT_LENGTH, None)
+        if not empty and body:
+            headers.setdefault(hdrs.CONTENT_TYPE, "application/octet-stream")
+        if hdrs.DATE not in headers:
+            headers[hdrs.DATE] = rfc822_formatted_time()
+        headers.setdefault(hdrs.SERVER, SERVER_SOFTWARE)
+        version = request.version
+        if hdrs.CONNECTION not in headers:
+            if keep_alive:
+                if version == HttpVersion10:
+                    headers[hdrs.CONNECTION] = "keep-alive"
+            elif version == HttpVersion11:
+                headers[hdrs.CONNECTION] = "close"
+        writer = request.writer
+        await writer.write_headers(f"HTTP/{version[0]}.{version[1]} {status} {self.reason}", headers)
+        await writer.write_eof(b"" if empty else body)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        """Nothing: `prepare` wrote the whole answer."""

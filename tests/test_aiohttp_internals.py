@@ -10,6 +10,8 @@ import inspect
 import attr
 from aiohttp import web
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time, should_remove_content_length
+from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_parser import RawRequestMessage, RawResponseMessage
 from aiohttp.http_writer import StreamWriter
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
@@ -54,3 +56,18 @@ def test_the_client_protocol_and_writer_still_offer_what_upstream_connections_us
 
 def test_a_response_still_prepares_its_headers_in_one_overridable_step() -> None:
     assert "await self._prepare_headers()" in inspect.getsource(web.StreamResponse._start)
+
+
+def test_a_response_still_takes_its_headers_whole_and_is_answered_by_prepare_then_write_eof() -> None:
+    # wire.Answer: its CIMultiDict is handed over as it is, and aiohttp's request loop writes an answer
+    # with prepare(request) and then write_eof(), so an answer written whole by prepare is complete
+    assert "_real_headers" in inspect.signature(web.StreamResponse.__init__).parameters
+    source = inspect.getsource(RequestHandler.finish_response)
+    assert source.index("await prepare_meth(request)") < source.index("await resp.write_eof()")
+
+
+def test_the_helpers_an_answer_sets_its_headers_with_are_still_there() -> None:
+    assert must_be_empty_body("HEAD", 200) and must_be_empty_body("GET", 204)
+    assert should_remove_content_length("GET", 204) and not should_remove_content_length("HEAD", 200)
+    assert rfc822_formatted_time().endswith(" GMT")
+    assert SERVER_SOFTWARE.startswith("Python/")

@@ -15,6 +15,7 @@ from aiohttp.test_utils import BaseTestServer, TestClient
 from gateway.accesslog import AccessLog
 from gateway.app import Gateway as GatewayApp
 from gateway.linewriter import LineWriter
+from gateway.responses import refusal_response
 from gateway.testing.fake_github import FakeGitHub
 from gateway.wire import make_server
 
@@ -75,7 +76,7 @@ class GatewayTestServer(BaseTestServer):
         self._gateway = gateway
 
     async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
-        server = make_server(self._gateway.handle, self._gateway.config.server)
+        server = make_server(self._gateway.handle, self._gateway.config.server, refuse=refusal_response)
         return web.ServerRunner(server, **kwargs)
 
 
