@@ -92,12 +92,20 @@ class Whoami:
 
 
 class GatewayClient:
-    """One gateway's endpoints, at `url` (as `credentials.normal_url` spells it)."""
+    """One gateway's endpoints, at `url` (as `credentials.normal_url` spells it).
+
+    They are under `/_gateway` (DESIGN §12), unless the gateway says otherwise: before the first call,
+    `/_gateway/sign-in/config` is asked without credentials; a gateway whose `server.control_prefix`
+    is another answers that, as anything it refuses, with `Link: <PREFIX/sign-in/config>;
+    rel="help"` (or `/` does), and its endpoints are used there.
+    """
 
     def __init__(self, session: aiohttp.ClientSession, url: str, *, timeout: float) -> None:
         self._session = session
         self.url = url
         self._timeout = timeout
+        self._prefix = CONTROL_PREFIX
+        self._found = False
 
     async def sign_in_config(self) -> SignInConfig:
         """`GET sign-in/config`."""
@@ -149,6 +157,26 @@ class GatewayClient:
     async def _call(
         self, method: str, path: str, *, token: str | None = None, json_body: object = None
     ) -> tuple[int, object]:
+        await self._find_prefix()
+        status, body, _ = await self._send(method, self._prefix + path, token, json_body)
+        return status, body
+
+    async def _find_prefix(self) -> None:
+        """Learn where this gateway's endpoints are, once, before anything is sent with a token (on a
+        gateway with another prefix, `/_gateway/whoami` with a token would be an upstream's path)."""
+        if self._found:
+            return
+        status, body, link = await self._send("GET", CONTROL_PREFIX + "/sign-in/config", None, None)
+        self._found = True
+        if status == 200 and _sign_in_config(body) is not None:
+            return
+        prefix = _help_prefix(link) or _help_prefix((await self._send("GET", "/", None, None))[2])
+        if prefix is not None:
+            self._prefix = prefix
+
+    async def _send(
+        self, method: str, path: str, token: str | None, json_body: object
+    ) -> tuple[int, object, str]:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -156,23 +184,23 @@ class GatewayClient:
             # SECURITY: redirects are not followed: a token goes to this gateway and nowhere else
             async with self._session.request(
                 method,
-                self.url + CONTROL_PREFIX + path,
+                self.url + path,
                 headers=headers,
                 json=json_body,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
             ) as resp:
                 raw = await resp.content.read(MAX_ANSWER + 1)
-                status = resp.status
+                status, link = resp.status, resp.headers.get("Link", "")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else getattr(exc, "strerror", None)
             raise GatewayFailed(
                 f"{self.url} could not be reached ({shown(reason or type(exc).__name__)})"
             ) from exc
         try:
-            return status, json.loads(raw)
+            return status, json.loads(raw), link
         except ValueError:
-            return status, None
+            return status, None, link
 
     def _check(self, status: int, body: object, refused: str) -> None:
         """Raise the Failure for an answer other than 200: `refused` (NotSignedIn) for a 401."""
@@ -189,9 +217,22 @@ class GatewayClient:
 
     def _unusable(self, endpoint: str) -> GatewayFailed:
         return GatewayFailed(
-            f"{self.url} answered {CONTROL_PREFIX}/{endpoint} with something else than a gateway's"
+            f"{self.url} answered {self._prefix}/{endpoint} with something else than a gateway's"
             " answer: is it the gateway's URL?"
         )
+
+
+# the gateway's 401: `Link: </_gateway/sign-in/config>; rel="help"` (a path on the same gateway)
+_HELP_LINK = re.compile(r'<(/[A-Za-z0-9\-._~!$&\'()*+,;=:@/]*)/sign-in/config>\s*;\s*rel="help"')
+
+
+def _help_prefix(link: str) -> str | None:
+    """The control prefix a gateway's `Link` names, if any: a path on this gateway, never a URL."""
+    # SECURITY: only a path is taken: a token is sent to this gateway's URL and nowhere else
+    found = _HELP_LINK.search(link)
+    if found is None or found.group(1).startswith("//"):
+        return None
+    return found.group(1)
 
 
 def _names(value: object) -> TypeGuard[list[str]]:

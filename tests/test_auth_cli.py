@@ -502,3 +502,19 @@ async def test_a_credentials_directory_that_cannot_be_written_exits_1_before_sig
     assert ran.err.endswith("credentials.json.lock: Not a directory\n")
     assert len(ran.err.splitlines()) == 1
     assert github.count("oauth/device-code") == 0  # nobody was asked to approve a sign-in for nothing
+
+
+async def test_a_gateway_with_another_control_prefix_is_found_by_its_401s_link(
+    tmp_path: Path, github: FakeGitHub, start_gateway: GatewayFactory
+) -> None:
+    moved = await start_gateway(github=GITHUB_APP_FIRST, server={"control_prefix": "/_gw"})
+    user = User(tmp_path / "config", url_of(moved))
+
+    login = await user.run_here("login", "--gateway", user.url)
+    status = await user.run_here("status", "--gateway", user.url)
+    logout = await user.run_here("logout", "--gateway", user.url)
+
+    assert (login.code, status.code, logout.code) == (0, 0, 0), login.err + status.err + logout.err
+    assert login.out == f"Signed in to {user.url} as alice\n"
+    assert "alice" in status.out
+    assert user.url not in user.entries()
