@@ -106,8 +106,11 @@ _NOT_AN_IDENTITY_HEADER = (
     (WEBSOCKET_HANDSHAKE, "part of the WebSocket handshake"),
 )
 _FOLDED: dict[str, str] = {}
-_MAX_FOLDED = 4096  # distinct header names remembered; past that, folded each time
+_MAX_FOLDED = 4096  # distinct header names remembered (per table); past that, folded each time
 _NONE: frozenset[str] = frozenset()
+# what becomes of an inbound header upstream, by its name as sent (before the Connection header's own list)
+_KEEP, _DROP, _COOKIE = 0, 1, 2  # passed on; dropped; passed on without the private cookies
+_HOP: dict[str, bool] = {}  # whether a response header, by its name as sent, is hop-by-hop
 
 
 def fold(name: str) -> str:
@@ -161,6 +164,8 @@ class HeaderRules:
             (False, True): unvalidated,
             (False, False): unvalidated | _FORWARDING,
         }
+        # each name's fate as sent, decided from `_drop` once and remembered: one lookup per header
+        self._verdicts: dict[tuple[bool, bool], dict[str, int]] = {key: {} for key in self._drop}
         self._identity: list[tuple[str, Callable[[Identity], str | None]]] = [
             (name, getter)
             for name, getter in (
@@ -213,14 +218,17 @@ class HeaderRules:
         inbound = request.headers
         peer = request.remote or ""
         trusted = self._trusted_peer(peer)
-        drop = self._drop[identity is not None, trusted]
+        key = (identity is not None, trusted)
+        verdicts = self._verdicts[key]
         named = connection_tokens(inbound)
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in inbound.items():
-            folded = fold(name)
-            if folded in drop or folded in named or (folded in _FRAMING and "_" in name):
+            verdict = verdicts.get(name)
+            if verdict is None:
+                verdict = self._verdict(name, key)
+            if verdict == _DROP or (named and fold(name) in named):
                 continue
-            if folded == "cookie" and self._private_cookies:
+            if verdict == _COOKIE:
                 value = without_cookies(value, self._private_cookies)
                 if not value:
                     continue
@@ -240,6 +248,20 @@ class HeaderRules:
         if identity is not None:  # identity headers last
             out.extend(self.identity_headers(identity))
         return out
+
+    def _verdict(self, name: str, key: tuple[bool, bool]) -> int:
+        """What becomes of an inbound header called `name` upstream, for requests of `key`; remembered."""
+        folded = fold(name)
+        if folded in self._drop[key] or (folded in _FRAMING and "_" in name):
+            verdict = _DROP
+        elif folded == "cookie" and self._private_cookies:
+            verdict = _COOKIE
+        else:
+            verdict = _KEEP
+        verdicts = self._verdicts[key]
+        if len(verdicts) < _MAX_FOLDED:
+            verdicts[name] = verdict
+        return verdict
 
     def identity_headers(self, identity: Identity) -> list[tuple[str, str]]:
         """The configured identity headers for an identity (null names and null values left out)."""
@@ -274,4 +296,15 @@ def response_headers(upstream: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
     """The upstream's response headers without hop-by-hop ones (pairs: the response copies them into
     its own multidict anyway)."""
     named = connection_tokens(upstream)
-    return [(k, v) for k, v in upstream.items() if (f := fold(k)) not in HOP_BY_HOP and f not in named]
+    if named:
+        return [(k, v) for k, v in upstream.items() if (f := fold(k)) not in HOP_BY_HOP and f not in named]
+    kept = []
+    for name, value in upstream.items():
+        hop = _HOP.get(name)
+        if hop is None:
+            hop = fold(name) in HOP_BY_HOP
+            if len(_HOP) < _MAX_FOLDED:
+                _HOP[name] = hop
+        if not hop:
+            kept.append((name, value))
+    return kept

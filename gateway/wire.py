@@ -5,10 +5,11 @@ The listener's connection handler and server (aiohttp's `RequestHandler` and `we
 request head held to a deadline and a size, and a bounded number of connections), the protocol of
 the gateway's own keep-alive connections to the upstreams (aiohttp's `ResponseHandler` and
 `StreamWriter`: its llhttp parser, its C header serialiser that refuses CR/LF), the relayed
-answer that keeps the upstream's headers as they are, and the gateway's own small answers (`Answer`:
-what a `web.Response` writes, without its machinery). aiohttp is capped to the minor version these
-were written against (pyproject.toml), and tests/test_aiohttp_internals.py names every internal used
-here, so an upgrade that moves one fails there, by name. Longer than most modules here for that
+answer that keeps the upstream's headers as they are, and small answers written whole (`Answer`: the
+gateway's own and small relayed ones, what a `web.Response` writes, without its machinery). aiohttp
+is capped to the minor version these were written against (pyproject.toml), and
+tests/test_aiohttp_internals.py names every internal used here, so an upgrade that moves one fails
+there, by name. Longer than most modules here for that
 reason: what depends on aiohttp's internals stays in one place.
 """
 
@@ -42,7 +43,6 @@ __all__ = [
     "READ_BUFSIZE",
     "Answer",
     "RawResponseMessage",
-    "RelayedBody",
     "RelayedStream",
     "StreamReader",
 ]
@@ -398,9 +398,10 @@ class UpstreamConnection(ResponseHandler):
 # Relayed answers
 
 
-class _KeepsContentType(web.StreamResponse):
-    """A relayed answer: aiohttp gives a body without a Content-Type `application/octet-stream`; the
-    gateway passes the upstream's headers on as they are, and adds no type the upstream did not say."""
+class RelayedStream(web.StreamResponse):
+    """A relayed answer streamed as it arrives. aiohttp gives a body without a Content-Type
+    `application/octet-stream`; the gateway passes the upstream's headers on as they are, and adds no
+    type the upstream did not say. (A small answer of known length is relayed as an `Answer`.)"""
 
     untyped = False
 
@@ -410,24 +411,19 @@ class _KeepsContentType(web.StreamResponse):
             self.headers.popall("Content-Type", None)
 
 
-class RelayedBody(_KeepsContentType, web.Response):
-    """A small relayed answer, sent in one write."""
-
-
-class RelayedStream(_KeepsContentType):
-    """A relayed answer streamed as it arrives."""
-
-
 # ---------------------------------------------------------------------------------------------------
-# The gateway's own answers
+# Small answers, written whole
 
 
 class Answer(web.StreamResponse):
-    """One of the gateway's own small answers (a forward-auth decision, a refusal), written byte for
-    byte as aiohttp's `web.Response` writes it: status line, the given headers, Content-Type,
-    Content-Length, Date, Server and Connection as aiohttp sets them, through the writer's C header
-    serialiser (it refuses CR/LF), and the body with them in one write. It skips what a `Response`
-    does on the way there (payloads, compression, cookies, the length checks of streamed bodies).
+    """A small answer written whole: one of the gateway's own (a forward-auth decision, a refusal), or
+    an upstream's of known length, relayed. Written byte for byte as aiohttp's `web.Response` writes
+    it: status line, the given headers, Content-Length, Date, Server and Connection as aiohttp sets
+    them, through the writer's C header serialiser (it refuses CR/LF), and the body with them in one
+    write; but a Content-Type only when one is given: a relayed answer keeps the upstream's headers
+    as they are, and aiohttp would type an untyped body `application/octet-stream`. It skips what a
+    `Response` does on the way there (payloads, compression, cookies, the length checks of streamed
+    bodies).
     """
 
     def __init__(
@@ -436,13 +432,14 @@ class Answer(web.StreamResponse):
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
         *,
+        reason: str | None = None,
         content_type: str | None = None,
         close: bool = False,
     ) -> None:
         real = CIMultiDict(headers)
         if content_type is not None:
             real[hdrs.CONTENT_TYPE] = content_type
-        super().__init__(status=status, _real_headers=real)
+        super().__init__(status=status, reason=reason, _real_headers=real)
         self.body = body
         self._keeps: bool | None = False if close else None
         self._sent = False
@@ -471,8 +468,6 @@ class Answer(web.StreamResponse):
             headers[hdrs.CONTENT_LENGTH] = str(len(body))
         if should_remove_content_length(method, status):
             headers.popall(hdrs.CONTENT_LENGTH, None)
-        if not empty and body:
-            headers.setdefault(hdrs.CONTENT_TYPE, "application/octet-stream")
         if hdrs.DATE not in headers:
             headers[hdrs.DATE] = rfc822_formatted_time()
         headers.setdefault(hdrs.SERVER, SERVER_SOFTWARE)

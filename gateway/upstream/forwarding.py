@@ -17,11 +17,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from .. import wire
 from ..accesslog import UPSTREAM_CUT, AccessRecord
 from ..errors import BadGateway, GatewayTimeout, PayloadTooLarge, RequestTimeout
 from ..headers import WEBSOCKET_HANDSHAKE, HeaderRules, fold, response_headers
 from ..policy import CompiledRoute
-from ..wire import RelayedBody, RelayedStream
 from .pool import Answer, Origin, UpstreamPool
 
 # what an upstream answer is read and relayed in, and buffers at most twice of (aiohttp's high water)
@@ -192,7 +192,6 @@ class Forwarder:
         message = answer.message
         headers = message.headers
         length = int(headers["Content-Length"]) if "Content-Length" in headers else None
-        response: RelayedBody | RelayedStream
         if length is not None and length <= SMALL_BODY and request.method != "HEAD" and not answer.early:
             # a small answer of known length goes out in one write, headers and body together
             try:
@@ -200,18 +199,13 @@ class Forwarder:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._warn(route, "broke off its answer", exc)
                 raise BadGateway("the upstream broke off its answer") from exc
-            response = RelayedBody(
-                status=message.code, reason=message.reason, headers=response_headers(headers), body=body
-            )
-        else:
-            response = RelayedStream(status=message.code, reason=message.reason)
-            response.headers.extend(response_headers(headers))
-            if length is not None:
-                response.content_length = length
+            return wire.Answer(message.code, [*response_headers(headers), *also], body, reason=message.reason)
+        response = wire.RelayedStream(status=message.code, reason=message.reason)
+        response.headers.extend(response_headers(headers))
+        if length is not None:
+            response.content_length = length
         response.untyped = "Content-Type" not in headers
         response.headers.extend(also)
-        if isinstance(response, RelayedBody):
-            return response
         await response.prepare(request)
         try:
             # SECURITY: a client that reads slowly, or not at all, holds a bounded part of the answer:
