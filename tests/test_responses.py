@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiohttp import ClientResponse
@@ -208,6 +209,40 @@ async def test_upstream_too_slow_is_504(start_gateway: GatewayFactory) -> None:
         resp = await gateway.client.get("/x")
         assert resp.status == 504
         assert (await error_body(resp))["error"] == "gateway_timeout"
+    finally:
+        never.set()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_short_timeout_holds_on_a_connection_a_longer_one_used_before(
+    start_gateway: GatewayFactory,
+) -> None:
+    """Routes to one upstream share its keep-alive connections: a route's 300 ms `timeout` is kept on a
+    connection whose last answer, on another route, was given 10 s."""
+    never = asyncio.Event()
+
+    async def answers_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await reader.readuntil(b"\r\n\r\n")  # the next request, on the same connection: no answer
+        await never.wait()
+        writer.close()
+
+    server = await asyncio.start_server(answers_once, "127.0.0.1", 0)
+    upstream = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        gateway = await start_gateway(
+            routes=[
+                {"path": "/patient", "upstream": upstream, "auth": "none", "timeout": "10s"},
+                {"path": "/hasty", "upstream": upstream, "auth": "none", "timeout": "300ms"},
+            ]
+        )
+        assert (await gateway.client.get("/patient/x")).status == 200
+        started = time.monotonic()
+        resp = await gateway.client.get("/hasty/x")
+        assert resp.status == 504
+        assert time.monotonic() - started < 2
     finally:
         never.set()
         server.close()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -141,3 +142,61 @@ async def test_an_answer_without_content_type_gets_none_added(
     assert statuses(answer) == [200]
     assert b"content-type" not in head.lower()
     assert b"hello" in rest
+
+
+async def test_an_answer_trickled_slower_than_the_routes_timeout_in_all_arrives_whole(
+    start_gateway: GatewayFactory,
+) -> None:
+    """The route's `timeout` bounds the upstream's silence, not its whole answer: pieces 100 ms apart
+    for 600 ms under a 300 ms timeout are relayed whole."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in range(6):
+            writer.write(b"1\r\n%d\r\n" % piece)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with raw_upstream(trickle) as url:
+        gateway = await start_gateway(
+            routes=[{"path": "/", "upstream": url, "auth": "none", "timeout": "300ms"}]
+        )
+        answer = await exchange(gateway.port, raw("GET", "/slowly"))
+    assert statuses(answer) == [200]
+    assert answer.endswith(b"".join(b"1\r\n%d\r\n" % piece for piece in range(6)) + b"0\r\n\r\n")
+
+
+async def test_an_answer_that_falls_silent_is_cut_the_routes_timeout_after_its_last_byte(
+    start_gateway: GatewayFactory,
+) -> None:
+    """An upstream silent mid-body for the route's `timeout` is cut then, counted from its last byte
+    (not from when it began to answer), and the caller sees the cut."""
+    silent = asyncio.Event()
+
+    async def falls_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"1\r\na\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(b"1\r\nb\r\n")
+        await writer.drain()
+        await silent.wait()
+
+    async with raw_upstream(falls_silent) as url:
+        gateway = await start_gateway(
+            routes=[{"path": "/", "upstream": url, "auth": "none", "timeout": "500ms"}]
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(raw("GET", "/stalls"))
+        received = await asyncio.wait_for(reader.readuntil(b"1\r\nb\r\n"), 5)
+        last_byte = time.monotonic()
+        received += await asyncio.wait_for(reader.read(), 5)  # until the gateway closes
+        silence = time.monotonic() - last_byte
+        silent.set()
+        writer.close()
+    assert statuses(received) == [200]
+    assert not received.endswith(b"0\r\n\r\n")  # no last chunk: the caller sees a cut connection
+    assert 0.45 <= silence < 0.8
+    assert gateway.log_lines()[-1]["error"] == "upstream_cut"
