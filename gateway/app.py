@@ -100,6 +100,8 @@ class Gateway:
         self._groups_wanted = bool(self.membership.groups_known) and (
             self._groups_header is not None or self.identity_tokens is not None
         )
+        # nothing to add after the identity headers: the cache-hit path skips the call altogether
+        self._extras_wanted = self._groups_wanted or self.identity_tokens is not None
         self.control = Control(
             self.auth,
             self.github,
@@ -173,7 +175,8 @@ class Gateway:
             request, caller.identity if caller else None, record.request_id, record.client
         )
         if caller is not None:
-            headers.extend(await self._identity_extras(caller, route, record))
+            if self._extras_wanted:
+                headers.extend(await self._identity_extras(caller, route, record))
             if route.upstream_token_key is not None:
                 headers["Authorization"] = await self._scoped_authorization(caller, route)
         target = route.upstream_target(path, query)
@@ -207,7 +210,8 @@ class Gateway:
             return Answer(200)
         headers = _set_cookie(caller)
         headers.extend(self.rules.identity_headers(caller.identity))
-        headers.extend(await self._identity_extras(caller, route, record))
+        if self._extras_wanted:
+            headers.extend(await self._identity_extras(caller, route, record))
         if route.upstream_token_key is not None:
             headers.append(("Authorization", await self._scoped_authorization(caller, route)))
         return Answer(200, headers)

@@ -57,8 +57,8 @@ class Control:
             "/callback": ("GET", lambda request, record: sign_in.callback(request, record.client)),
             "/refresh": ("POST", lambda request, record: sign_in.refresh(request, record.client)),
         }
+        self._identity_tokens = identity_tokens
         if identity_tokens is not None:
-            self._identity_tokens = identity_tokens
             self._public["/jwks.json"] = ("GET", self._jwks)
 
     async def handle(
@@ -97,6 +97,7 @@ class Control:
 
     async def _jwks(self, request: web.BaseRequest, _record: AccessRecord) -> web.StreamResponse:
         tokens = self._identity_tokens
+        assert tokens is not None  # the endpoint exists only with identity_token
         headers = {"Cache-Control": f"public, max-age={JWKS_MAX_AGE}", "ETag": tokens.jwks_etag}
         wanted = {
             tag.strip().removeprefix("W/") for tag in request.headers.get("If-None-Match", "").split(",")

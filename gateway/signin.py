@@ -100,15 +100,16 @@ class SignIn:
         self._web_url = github.web
         self._prefix = config.server.control_prefix
         self._clock = clock
+        scopes = sign_in_scopes(config)
         self.config_body = json.dumps(
             {
                 "client_id": self._app.client_id,
                 "web_url": github.web,
                 "api_url": github.api_url,
-                "scopes": list(sign_in_scopes(config)),
+                "scopes": list(scopes),
             }
         ).encode()
-        self._scope = " ".join(sign_in_scopes(config))
+        self._scope = " ".join(scopes)
         self.sealer = Sealer(config.sessions, clock=clock) if config.sessions is not None else None
         public = config.server.public_url or ""
         self._public = public

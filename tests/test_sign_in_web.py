@@ -299,3 +299,17 @@ async def test_codes_github_refuses_spend_the_failed_auth_budget(
 
     assert statuses == [400, 400, 429]
     assert world.github.count("oauth/access-token", target="authorization_code") == 2
+
+
+async def test_forward_auth_sends_a_browser_to_sign_in_back_to_the_original_request(
+    start_gateway: GatewayFactory, world: World
+) -> None:
+    gateway = await _signed_in_gateway(start_gateway, world)
+    original = {"X-Original-URI": "/app/page?x=1", "X-Original-Method": "GET"}
+
+    browser = await gateway.client.get("/_gateway/auth", headers={**HTML, **original}, allow_redirects=False)
+    api = await gateway.client.get("/_gateway/auth", headers=original, allow_redirects=False)
+
+    assert browser.status == 302
+    assert browser.headers["Location"] == "/_gateway/sign-in?rd=%2Fapp%2Fpage%3Fx%3D1"
+    assert api.status == 401
