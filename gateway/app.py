@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from typing import NamedTuple
 
 import aiohttp
-from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from . import metrics
@@ -27,16 +26,16 @@ from .identity import token_id
 from .identity.cache import IdentityCache
 from .identity.redis import RedisTier
 from .identity_token import IdentityTokens
+from .listener import Answer, Request, Response
 from .membership import Membership
 from .paths import split_target
 from .policy import CompiledRoute, RouteTable
 from .ratelimit import FailedAuthLimiter
 from .responses import refusal_response
 from .signin import SignIn
-from .upstream.forwarding import ANSWER_BUFSIZE, Forwarder, upstream_session
+from .upstream.forwarding import ANSWER_BUFSIZE, Forwarder
 from .upstream.pool import UpstreamPool
 from .upstream_token import ScopedTokens
-from .wire import READ_BUFSIZE, Answer
 
 log = logging.getLogger("gateway")
 
@@ -48,7 +47,6 @@ class Gateway:
         self,
         config: Config,
         *,
-        upstream: aiohttp.ClientSession,
         pool: UpstreamPool,
         github: aiohttp.ClientSession,
         access_log: AccessLog,
@@ -80,7 +78,6 @@ class Gateway:
         )
         self.forwarder = Forwarder(
             pool,
-            upstream,
             self.rules,
             max_body_size=config.server.max_body_size,
             body_timeout=config.server.body_timeout,
@@ -124,7 +121,7 @@ class Gateway:
         self._background.add(task)  # a reference, until done
         task.add_done_callback(self._background.discard)
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Response:
         """Serve one request; every refusal becomes its response (README: What callers get back), every
         other failure a JSON 500; one access-log line."""
         started = time.perf_counter()
@@ -145,16 +142,16 @@ class Gateway:
             seconds = time.perf_counter() - started
             record.duration_ms = round(seconds * 1000, 3)
         record.status = response.status
-        if isinstance(response, web.Response | Answer) and request.method != "HEAD":
-            # aiohttp writes it once this returns; a streamed answer has counted what it wrote
-            record.bytes = len(response.body) if isinstance(response.body, bytes) else 0
+        if isinstance(response, Answer) and request.method != "HEAD":
+            # the listener writes it once this returns; a streamed answer has counted what it wrote
+            record.bytes = len(response.body)
         self.access_log.write(record)
         metrics.observe_request(
             record.route, response.status, seconds, record.user is not None, refused, record.error
         )
         return response
 
-    async def _dispatch(self, request: web.BaseRequest, record: AccessRecord) -> web.StreamResponse:
+    async def _dispatch(self, request: Request, record: AccessRecord) -> Response:
         if request.version < aiohttp.HttpVersion11 and "Transfer-Encoding" in request.headers:
             # SECURITY: RFC 9112 §6.1: HTTP/1.0 has no Transfer-Encoding, so its framing is faulty:
             # hops may read the body, and the request hidden after it, differently
@@ -188,8 +185,8 @@ class Gateway:
         return response
 
     async def _forward_auth(
-        self, request: web.BaseRequest, record: AccessRecord, original: str | None = None
-    ) -> web.StreamResponse:
+        self, request: Request, record: AccessRecord, original: str | None = None
+    ) -> Response:
         """The decision for a request a front proxy (nginx auth_request, Traefik ForwardAuth, Caddy
         forward_auth, Envoy ext_authz) is about to forward: 200 with identity headers, or a refusal.
 
@@ -249,7 +246,7 @@ class Gateway:
 
     async def _admit(
         self,
-        request: web.BaseRequest,
+        request: Request,
         method: str,
         route: CompiledRoute,
         record: AccessRecord,
@@ -330,7 +327,7 @@ def sign_in_help(config: Config) -> SignInHelp:
     )
 
 
-def _internal_error(exc: Exception, request: web.BaseRequest, record: AccessRecord) -> InternalError:
+def _internal_error(exc: Exception, request: Request, record: AccessRecord) -> InternalError:
     """A bug of the gateway's own, logged; what its caller is told (a JSON 500)."""
     # SECURITY: the exception's text may quote what the request carried: its type and where it was
     # raised are logged, never its message (nor the query string, nor a header)
@@ -343,7 +340,7 @@ def _internal_error(exc: Exception, request: web.BaseRequest, record: AccessReco
         record.request_id,
         where,
     )
-    if request.writer.output_size > 0 and request.transport is not None:
+    if request.started and request.transport is not None:
         request.transport.close()  # the answer had begun: a cut connection is all that can be said
     return InternalError("the gateway failed to handle this request", close=True)
 
@@ -358,16 +355,16 @@ def _query(target: str) -> str:
     return sep + query
 
 
-def _is_browser(request: web.BaseRequest, method: str) -> bool:
+def _is_browser(request: Request, method: str) -> bool:
     """A browser navigating (DESIGN §4: Accept: text/html): it can follow a redirect to sign in."""
     return method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
 
 
-def _is_websocket(request: web.BaseRequest) -> bool:
+def _is_websocket(request: Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket" and request.method == "GET"
 
 
-def _is_preflight(request: web.BaseRequest, method: str) -> bool:
+def _is_preflight(request: Request, method: str) -> bool:
     headers = request.headers
     return method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
 
@@ -381,8 +378,6 @@ async def open_gateway(
 ) -> AsyncIterator[Gateway]:
     """A Gateway serving `config`, with its HTTP sessions open for as long as the context lasts."""
     async with contextlib.AsyncExitStack() as stack:
-        upstream = upstream_session(READ_BUFSIZE)  # WebSockets
-        stack.push_async_callback(upstream.close)
         pool = UpstreamPool(read_bufsize=ANSWER_BUFSIZE)
         stack.callback(pool.close)
         # trust_env: GitHub may only be reachable through the HTTPS_PROXY of a corporate network
@@ -395,9 +390,7 @@ async def open_gateway(
         log = access_log or AccessLog()
         stack.callback(log.flush)
         stack.callback(metrics.TALLY.flush)
-        gateway = Gateway(
-            config, upstream=upstream, pool=pool, github=github, access_log=log, shared=shared, clock=clock
-        )
+        gateway = Gateway(config, pool=pool, github=github, access_log=log, shared=shared, clock=clock)
         if shared is not None:
             listener = asyncio.create_task(shared.listen(gateway.revoked_elsewhere, gateway.cache.clear))
             stack.push_async_callback(_cancel, listener)

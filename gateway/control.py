@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
-
-from aiohttp import web
 
 from .accesslog import AccessRecord
 from .auth import Authenticator, Caller
@@ -15,14 +12,16 @@ from .github import GitHubClient
 from .identity import token_id
 from .identity.cache import IdentityCache
 from .identity_token import IdentityTokens
+from .listener import Answer, Request
 from .membership import Membership
+from .responses import json_answer
 from .signin import SignIn
 from .upstream_token import ScopedTokens
 
 log = logging.getLogger("gateway.control")
 
-Endpoint = Callable[[web.BaseRequest, Caller, AccessRecord], Awaitable[web.StreamResponse]]
-PublicEndpoint = Callable[[web.BaseRequest, AccessRecord], Awaitable[web.StreamResponse]]
+Endpoint = Callable[[Request, Caller, AccessRecord], Awaitable[Answer]]
+PublicEndpoint = Callable[[Request, AccessRecord], Awaitable[Answer]]
 # how long upstreams may keep the JWKS: a key rotation keeps the old public key listed longer than this
 JWKS_MAX_AGE = 300
 
@@ -61,9 +60,7 @@ class Control:
         if identity_tokens is not None:
             self._public["/jwks.json"] = ("GET", self._jwks)
 
-    async def handle(
-        self, request: web.BaseRequest, subpath: str, record: AccessRecord
-    ) -> web.StreamResponse:
+    async def handle(self, request: Request, subpath: str, record: AccessRecord) -> Answer:
         """Serve `control_prefix + subpath` (`subpath` lower-case, without a trailing slash)."""
         public = self._public.get(subpath)
         if public is not None:
@@ -82,20 +79,18 @@ class Control:
             response.headers.add("Set-Cookie", caller.set_cookie)
         return response
 
-    async def _whoami(
-        self, request: web.BaseRequest, caller: Caller, record: AccessRecord
-    ) -> web.StreamResponse:
+    async def _whoami(self, request: Request, caller: Caller, record: AccessRecord) -> Answer:
         shown = caller.identity.as_json()
         if self._membership.groups_known:
             shown["groups"] = list(
                 await self._membership.groups(caller.identity, caller.token, record.membership)
             )
-        return web.json_response(shown, dumps=json.dumps)
+        return json_answer(shown)
 
-    async def _sign_in_config(self, request: web.BaseRequest, _record: AccessRecord) -> web.StreamResponse:
-        return web.Response(body=self._sign_in.config_body, content_type="application/json")
+    async def _sign_in_config(self, request: Request, _record: AccessRecord) -> Answer:
+        return Answer(200, body=self._sign_in.config_body, content_type="application/json")
 
-    async def _jwks(self, request: web.BaseRequest, _record: AccessRecord) -> web.StreamResponse:
+    async def _jwks(self, request: Request, _record: AccessRecord) -> Answer:
         tokens = self._identity_tokens
         assert tokens is not None  # the endpoint exists only with identity_token
         headers = {"Cache-Control": f"public, max-age={JWKS_MAX_AGE}", "ETag": tokens.jwks_etag}
@@ -103,12 +98,10 @@ class Control:
             tag.strip().removeprefix("W/") for tag in request.headers.get("If-None-Match", "").split(",")
         }
         if tokens.jwks_etag in wanted or "*" in wanted:
-            return web.Response(status=304, headers=headers)
-        return web.Response(body=tokens.jwks, content_type="application/json", headers=headers)
+            return Answer(304, headers.items())
+        return Answer(200, headers.items(), tokens.jwks, content_type="application/json")
 
-    async def _logout(
-        self, request: web.BaseRequest, caller: Caller, _record: AccessRecord
-    ) -> web.StreamResponse:
+    async def _logout(self, request: Request, caller: Caller, _record: AccessRecord) -> Answer:
         """Revoke the caller's token at GitHub with the app that issued it, then forget it here."""
         try:
             await self._github.delete(caller.token, client_id=caller.identity.client_id)
@@ -123,12 +116,12 @@ class Control:
                 token_id(caller.digest),
             )
         await self._scoped.revoke_minted_from(caller.digest)
-        response = web.json_response({"revoked": True, "login": caller.identity.login}, dumps=json.dumps)
+        response = json_answer({"revoked": True, "login": caller.identity.login})
         if self._sign_in.sealer is not None:
             response.headers.add("Set-Cookie", self._sign_in.clear_cookie())
         return response
 
 
-def _check_method(request: web.BaseRequest, method: str) -> None:
+def _check_method(request: Request, method: str) -> None:
     if request.method != method and not (method == "GET" and request.method == "HEAD"):
         raise MethodNotAllowed(method)

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .errors import BadRequest
@@ -24,6 +23,7 @@ from .identity import Identity
 
 if TYPE_CHECKING:
     from .config import Config
+    from .listener import Request
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard ones proxies have been bitten by
 HOP_BY_HOP = frozenset(
@@ -187,7 +187,7 @@ class HeaderRules:
             else _NONE
         )
 
-    def client_address(self, request: web.BaseRequest) -> str:
+    def client_address(self, request: Request) -> str:
         """The caller's address: the peer, or what trusted proxies say in X-Forwarded-For."""
         peer = request.remote or ""
         if not self._trusted_peer(peer):
@@ -209,7 +209,7 @@ class HeaderRules:
 
     def upstream_request_headers(
         self,
-        request: web.BaseRequest,
+        request: Request,
         identity: Identity | None,
         request_id: str,
         client: str,

@@ -27,10 +27,10 @@ from .admin import Readiness, admin_app
 from .app import Gateway, open_gateway
 from .config import Config, load
 from .errors import ConfigError
+from .listener import Request, Response, make_runner
 from .responses import refusal_response
 from .stopping import stop_event
 from .supervisor import Supervisor
-from .wire import make_server
 
 log = logging.getLogger("gateway.server")
 
@@ -117,7 +117,7 @@ class _Reloader:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stack.aclose()
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Response:
         """Serve a request with the gateway of the config in force when it arrived."""
         assert self.current is not None
         return await self.current.handle(request)
@@ -169,8 +169,12 @@ async def _serve(config: Config, sock: socket.socket, follow: Callable[[_Reloade
     async with _Reloader(config) as live, contextlib.AsyncExitStack() as listeners:
         follow(live)
         readiness = Readiness(lambda: "not started" if live.current is None else live.current.github.problem)
-        server = make_server(live.handle, config.server, refuse=refusal_response)
-        runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
+        runner = make_runner(
+            live.handle,
+            config.server,
+            refuse=refusal_response,
+            shutdown_timeout=config.server.shutdown_timeout,
+        )
         await runner.setup()
         # on the way out: stop accepting, then wait up to shutdown_timeout for requests in flight
         listeners.push_async_callback(runner.cleanup)

@@ -23,7 +23,6 @@ from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import aiohttp
-from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from .config import Config, GitHubApp
@@ -39,7 +38,9 @@ from .errors import (
 from .github.web import AUTHORIZE_PATH, SignInClient, UserToken
 from .identity import token_digest, token_id, well_formed_token
 from .identity.singleflight import SingleFlight
+from .listener import Answer, Request
 from .ratelimit import FailedAuthLimiter
+from .responses import json_answer
 from .sessions import Sealer, Session
 
 log = logging.getLogger("gateway.signin")
@@ -133,7 +134,7 @@ class SignIn:
         on whatever name the browser used)."""
         return f"{self._prefix}/sign-in?rd={quote(target, safe='')}"
 
-    async def start(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def start(self, request: Request) -> Answer:
         """`GET sign-in?rd=/path`: to GitHub's authorize page, with a new state and PKCE challenge."""
         if self.sealer is None:
             raise NoRoute("browser sign-in is not configured here (sessions)")
@@ -156,16 +157,16 @@ class SignIn:
             "sign-in",
             {"state": state, "verifier": verifier, "rd": rd, "until": self._clock() + SIGN_IN_SECONDS},
         )
-        response = web.Response(
-            status=302, headers={"Location": f"{self._web_url}{AUTHORIZE_PATH}?{urlencode(query)}"}
+        return Answer(
+            302,
+            [
+                ("Location", f"{self._web_url}{AUTHORIZE_PATH}?{urlencode(query)}"),
+                ("Set-Cookie", self._cookie(self.state_cookie, sealed, SIGN_IN_SECONDS, self._prefix)),
+                ("Cache-Control", "no-store"),
+            ],
         )
-        response.headers["Set-Cookie"] = self._cookie(
-            self.state_cookie, sealed, SIGN_IN_SECONDS, self._prefix
-        )
-        response.headers["Cache-Control"] = "no-store"
-        return response
 
-    async def callback(self, request: web.BaseRequest, address: str) -> web.StreamResponse:
+    async def callback(self, request: Request, address: str) -> Answer:
         """`GET callback?code&state`: check the state against this browser's, exchange the code, set
         the session cookie, and return to where the browser was going. A code GitHub refuses is a
         failed authentication of the caller's `address`, paid for before GitHub is asked."""
@@ -202,12 +203,15 @@ class SignIn:
         self._limiter.refund(address)
         now = self._clock()
         session = _session(issued, now, ends_at=now + self.sealer.max_age)
-        response = web.Response(
-            status=302, headers={"Location": self._public + str(held["rd"]), "Cache-Control": "no-store"}
+        return Answer(
+            302,
+            [
+                ("Location", self._public + str(held["rd"])),
+                ("Cache-Control", "no-store"),
+                ("Set-Cookie", self.session_cookie(session)),
+                ("Set-Cookie", self._cookie(self.state_cookie, "", 0, self._prefix)),
+            ],
         )
-        response.headers.add("Set-Cookie", self.session_cookie(session))
-        response.headers.add("Set-Cookie", self._cookie(self.state_cookie, "", 0, self._prefix))
-        return response
 
     def session_cookie(self, session: Session) -> str:
         """The Set-Cookie that stores `session` in the browser until it ends."""
@@ -281,7 +285,7 @@ class SignIn:
     # -----------------------------------------------------------------------------------------------
     # the command line's side
 
-    async def refresh(self, request: web.BaseRequest, address: str) -> web.StreamResponse:
+    async def refresh(self, request: Request, address: str) -> Answer:
         """`POST refresh`: a GitHub App refresh token in (form or JSON), a new token out; a refused one
         is a failed authentication of the caller's `address`, paid for before GitHub is asked."""
         fields = await _form(request)
@@ -315,7 +319,7 @@ class SignIn:
             "refresh_token": issued.refresh_token,
             "refresh_token_expires_in": issued.refresh_token_expires_in,
         }
-        return web.json_response(body, headers={"Cache-Control": "no-store"})
+        return json_answer(body, headers=[("Cache-Control", "no-store")])
 
 
 def cookie_values(headers: CIMultiDictProxy[str], name: str) -> list[str]:
@@ -339,7 +343,7 @@ def _session(issued: UserToken, now: float, *, ends_at: float) -> Session:
     )
 
 
-async def _form(request: web.BaseRequest) -> dict[str, str]:
+async def _form(request: Request) -> dict[str, str]:
     if (request.content_length or 0) > MAX_FORM:
         raise BadRequest(f"expected a body of at most {MAX_FORM} bytes")
     raw = await request.content.read(MAX_FORM + 1)

@@ -1,47 +1,98 @@
-"""The aiohttp internals gateway/wire.py builds on (docs/architecture.md), each named: an aiohttp upgrade that
-moves one fails here, by name, before the behaviours it carries fail in the security suite (the 431
-on a large head, the header deadline, idle connections making room, early and cut answers relayed
-as they are). pyproject.toml caps aiohttp to the minor version these were checked against."""
+"""The aiohttp internals gateway/listener.py and gateway/wire.py build on (docs/architecture.md), each
+named: an aiohttp upgrade that moves one fails here, by name, before the behaviours it carries fail in
+the security suite (pipelining bounded, a body's flow control, upgrades held back, the 431 on a large
+head, early and cut answers relayed as they are). pyproject.toml caps aiohttp to the minor version
+these were checked against."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
-import attr
 from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time, should_remove_content_length
 from aiohttp.http import SERVER_SOFTWARE
-from aiohttp.http_parser import RawRequestMessage, RawResponseMessage
-from aiohttp.http_writer import StreamWriter
+from aiohttp.http_parser import HttpRequestParser, HttpResponseParser, RawRequestMessage, RawResponseMessage
+from aiohttp.http_writer import StreamWriter, _serialize_headers
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-from aiohttp.web_protocol import RequestHandler, _ErrInfo
+from multidict import CIMultiDict
 
 
-def test_the_request_handler_still_keeps_the_state_the_gateway_reads() -> None:
-    # _messages: parsed requests not yet handled; _waiter: the request loop waiting for one;
-    # _request_count: requests parsed; _close / _force_close: the connection is closing
-    assert {"_messages", "_waiter", "_request_count", "_close", "_force_close"} <= set(
-        RequestHandler.__slots__
+async def test_the_request_parser_still_bounds_pipelining_and_holds_upgrades_back() -> None:
+    # the listener's parser: max_msg_queue_size pauses it, message_consumed and feed_data(b"") resume
+    # it, an upgrade request returns the bytes after it (the tail), set_upgraded(False) declines it
+    loop = asyncio.get_running_loop()
+    parser = HttpRequestParser(
+        BaseProtocol(loop),
+        loop,
+        1 << 16,
+        max_line_size=8190,
+        max_field_size=8190,
+        payload_exception=ValueError,
+        auto_decompress=False,
+        max_msg_queue_size=1,
     )
-    for method in ("data_received", "connection_made", "connection_lost", "finish_response", "handle_error"):
-        assert callable(getattr(RequestHandler, method)), method
+    messages, _, _ = parser.feed_data(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [m.path for m, _ in messages] == ["/1"]  # the second is held until the first is consumed
+    parser.message_consumed()
+    messages, _, _ = parser.feed_data(b"")
+    assert [m.path for m, _ in messages] == ["/2"]
+    for method in ("feed_data", "feed_eof", "message_consumed", "set_upgraded"):
+        assert callable(getattr(HttpRequestParser, method)), method
 
 
-def test_a_queued_parse_error_still_carries_status_exception_and_message() -> None:
-    assert [field.name for field in attr.fields(_ErrInfo)] == ["status", "exc", "message"]
-    assert EMPTY_PAYLOAD.is_eof()
-
-
-def test_the_low_level_server_still_builds_handlers_from_its_kwargs_and_loop() -> None:
-    source = inspect.getsource(web.Server.__init__)
-    assert "self._kwargs" in source and "self._loop" in source
+async def test_the_request_parser_still_gives_messages_an_upgrade_and_its_tail() -> None:
+    protocol = BaseProtocol(asyncio.get_running_loop())
+    parser = HttpRequestParser(protocol, asyncio.get_running_loop(), 1 << 16, max_msg_queue_size=2)
+    upgrade = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nframes"
+    messages, upgraded, tail = parser.feed_data(upgrade)
+    assert [m.path for m, _ in messages] == ["/"] and upgraded and tail == b"frames"
+    assert messages[0][1] is EMPTY_PAYLOAD
 
 
 def test_parsed_messages_still_have_the_fields_the_gateway_reads() -> None:
     # the C parser's message classes (or the pure-Python named tuples where it is not built)
-    assert {"method", "path", "raw_headers"} <= set(dir(RawRequestMessage))
+    assert {"method", "path", "version", "headers", "raw_headers", "should_close"} <= set(
+        dir(RawRequestMessage)
+    )
     assert {"code", "reason", "headers", "chunked", "should_close"} <= set(dir(RawResponseMessage))
+
+
+async def test_the_response_parser_still_reads_a_head_alone() -> None:
+    loop = asyncio.get_running_loop()
+    parser = HttpResponseParser(BaseProtocol(loop), loop, 1 << 16, response_with_body=False)
+    messages, _, _ = parser.feed_data(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+    assert messages[0][0].code == 101 and messages[0][0].headers["Upgrade"] == "websocket"
+
+
+def test_the_base_protocol_still_offers_flow_control_both_ways() -> None:
+    # a body's StreamReader pauses its protocol's reading; a slow client pauses the writer (_paused)
+    for method in ("pause_reading", "resume_reading", "pause_writing", "resume_writing", "_drain_helper"):
+        assert callable(getattr(BaseProtocol, method)), method
+    for method in ("_pause_reading_for_buffer", "_resume_reading_for_buffer"):
+        assert callable(getattr(BaseProtocol, method)), method
+    assert {"_paused", "_buffer_paused", "_parser", "transport"} <= set(BaseProtocol.__slots__)
+    assert EMPTY_PAYLOAD.is_eof()
+    assert callable(StreamReader.iter_chunked) and callable(StreamReader.readany)
+
+
+def test_the_c_header_serialiser_still_refuses_line_breaks() -> None:
+    assert _serialize_headers("HTTP/1.1 200 OK", CIMultiDict(A="1")) == b"HTTP/1.1 200 OK\r\nA: 1\r\n\r\n"
+    try:
+        _serialize_headers("HTTP/1.1 200 OK", CIMultiDict(A="1\r\nB: 2"))
+    except ValueError:
+        return
+    raise AssertionError("a header value with CR/LF was serialised")
+
+
+def test_a_runner_still_asks_of_its_server_only_a_factory_pre_shutdown_and_shutdown() -> None:
+    # listener.make_runner hands aiohttp's ServerRunner a server that is not a web.Server
+    cleanup = inspect.getsource(web.BaseRunner.cleanup)
+    assert "self._server.pre_shutdown()" in cleanup and "await self._server.shutdown(" in cleanup
+    assert "return self._web_server" in inspect.getsource(web.ServerRunner._make_server)
+    assert "self._runner.server" in inspect.getsource(web.SockSite.start)
 
 
 def test_the_client_protocol_and_writer_still_offer_what_upstream_connections_use() -> None:
@@ -51,19 +102,6 @@ def test_the_client_protocol_and_writer_still_offer_what_upstream_connections_us
     assert isinstance(ResponseHandler.read_timeout, property)
     for method in ("enable_chunking", "write_headers", "write", "write_eof"):
         assert callable(getattr(StreamWriter, method)), method
-    assert callable(StreamReader.iter_chunked)
-
-
-def test_a_response_still_prepares_its_headers_in_one_overridable_step() -> None:
-    assert "await self._prepare_headers()" in inspect.getsource(web.StreamResponse._start)
-
-
-def test_a_response_still_takes_its_headers_whole_and_is_answered_by_prepare_then_write_eof() -> None:
-    # wire.Answer: its CIMultiDict is handed over as it is, and aiohttp's request loop writes an answer
-    # with prepare(request) and then write_eof(), so an answer written whole by prepare is complete
-    assert "_real_headers" in inspect.signature(web.StreamResponse.__init__).parameters
-    source = inspect.getsource(RequestHandler.finish_response)
-    assert source.index("await prepare_meth(request)") < source.index("await resp.write_eof()")
 
 
 def test_the_helpers_an_answer_sets_its_headers_with_are_still_there() -> None:

@@ -5,15 +5,15 @@ the same name passed before."""
 
 from __future__ import annotations
 
-from typing import Any
-from unittest import mock
+from types import SimpleNamespace
+from typing import Any, cast
 
-from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config import Config
 from gateway.headers import HeaderRules, response_headers
 from gateway.identity import Identity
+from gateway.listener import Request
 
 ALICE = Identity("alice", 1, ("repo",), None, "Iv1.x")
 TRUSTED, STRANGER = "10.0.0.1", "192.0.2.7"
@@ -32,12 +32,9 @@ def _rules(**overrides: Any) -> HeaderRules:
 def _upstream(
     rules: HeaderRules, peer: str, identity: Identity | None, *headers: tuple[str, str]
 ) -> list[str]:
-    transport = mock.Mock()
-    transport.get_extra_info.side_effect = lambda name, default=None: (
-        (peer, 1234) if name == "peername" else default
-    )
-    request = make_mocked_request("GET", "/", headers=CIMultiDict(headers), transport=transport)
-    return list(rules.upstream_request_headers(request, identity, "rid", peer))
+    # what of a request the rules read: its headers, the peer's address, the scheme
+    request = SimpleNamespace(headers=CIMultiDictProxy(CIMultiDict(headers)), remote=peer, scheme="http")
+    return list(rules.upstream_request_headers(cast(Request, request), identity, "rid", peer))
 
 
 async def test_a_header_passed_for_one_request_is_still_judged_by_the_next_ones_context() -> None:

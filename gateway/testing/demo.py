@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from .. import config as config_module
 from ..app import open_gateway
 from ..config import Config, IdentityTokenConfig, Route
+from ..listener import make_runner
 from ..responses import refusal_response
 from ..stopping import stop_event
-from ..wire import make_server
 from .echo import echo_app
 from .fake_github import GITHUB_APP, OAUTH_APP, FakeGitHub
 
@@ -220,8 +220,8 @@ async def run_demo(path: str | None) -> int:
         keys = stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-demo-"))
         config = with_identity_token(config, Path(keys))
         gateway = await stack.enter_async_context(open_gateway(config))
-        server = make_server(gateway.handle, config.server, refuse=refusal_response)
-        runner, port = await _start(web.ServerRunner(server), host, config.server.port)
+        runner = make_runner(gateway.handle, config.server, refuse=refusal_response)
+        runner, port = await _start(runner, host, config.server.port)
         stack.push_async_callback(runner.cleanup)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         print(instructions(f"http://{shown}:{port}", tokens, config, github_url=github_url), flush=True)

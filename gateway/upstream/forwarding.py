@@ -6,70 +6,41 @@ What goes upstream in the headers is `headers.HeaderRules`' business; bodies are
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .. import wire
 from ..accesslog import UPSTREAM_CUT, AccessRecord
 from ..errors import BadGateway, GatewayTimeout, PayloadTooLarge, RequestTimeout
-from ..headers import WEBSOCKET_HANDSHAKE, HeaderRules, fold, response_headers
+from ..headers import HeaderRules, response_headers
+from ..listener import Answer, ClientGone, Request, Response, Stream, Tunnel
 from ..policy import CompiledRoute
-from .pool import Answer, Origin, UpstreamPool
+from .pool import Origin, UpstreamAnswer, UpstreamPool
 
 # what an upstream answer is read and relayed in, and buffers at most twice of (aiohttp's high water)
 ANSWER_BUFSIZE = 1 << 16
 SMALL_BODY = 1 << 16  # answers up to this size (with a Content-Length) are relayed in one write
-_NO_AUTO_HEADERS = CIMultiDict[None]((name, None) for name in ("Content-Type",))
-MAX_UPSTREAM_CONNECTIONS = 1000
-LINGER = 5.0  # seconds an early answer's connection goes on reading (and dropping) the caller's upload
-LINGER_POLL = 0.25  # how soon a caller that went away meanwhile is noticed
 _QUERY = re.compile(r"\?[^\s'\"]*")  # a query string in an error's text (aiohttp's errors quote URLs)
 
 log = logging.getLogger("gateway")
 
 
-class _ProxyRequest(aiohttp.ClientRequest):
-    """Sends the caller's headers as they are: aiohttp adds no Accept, Accept-Encoding, User-Agent or
-    body Content-Type of its own (an Accept-Encoding the caller never sent would get it gzip)."""
-
-    def update_auto_headers(self, skip_auto_headers: object) -> None:
-        self._skip_auto_headers = _NO_AUTO_HEADERS
-
-
-def upstream_session(read_bufsize: int) -> aiohttp.ClientSession:
-    """The pooled keep-alive session every upstream request goes through."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=MAX_UPSTREAM_CONNECTIONS),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        timeout=aiohttp.ClientTimeout(total=None),
-        read_bufsize=read_bufsize,
-        request_class=_ProxyRequest,
-    )
-
-
 class Forwarder:
-    """Sends requests upstream over pooled keep-alive connections; WebSockets over the session."""
+    """Sends requests upstream over pooled keep-alive connections; WebSockets through tunnels."""
 
     def __init__(
         self,
         pool: UpstreamPool,
-        session: aiohttp.ClientSession,
         rules: HeaderRules,
         *,
         max_body_size: int | None,
         body_timeout: float | None,
     ) -> None:
         self._pool = pool
-        self._session = session
         self.rules = rules
         self._max_body = max_body_size
         self._body_timeout = body_timeout
@@ -88,13 +59,13 @@ class Forwarder:
 
     async def forward(
         self,
-        request: web.BaseRequest,
+        request: Request,
         route: CompiledRoute,
         target: str,
         headers: CIMultiDict[str],
         record: AccessRecord,
         also: Sequence[tuple[str, str]] = (),
-    ) -> web.StreamResponse:
+    ) -> Response:
         """Forward one request and stream the answer back, with `also` added to its headers; 502/504
         when the upstream fails. What the answer's body came to, and an answer cut short, go to
         `record`."""
@@ -115,30 +86,32 @@ class Forwarder:
         finally:
             answer.release()
 
-    def _warn(self, route: CompiledRoute, what: str, exc: BaseException) -> None:
+    def _warn(self, route: CompiledRoute, what: str, exc: BaseException | None = None) -> None:
         """One line on stderr saying why an upstream failed: the route, the upstream's origin, and the
         exception's type and text with any query string withheld; never a header value."""
         origin = self._origin(route)
-        # SECURITY: aiohttp's errors quote the URL, and a caller's query string may hold a secret
-        cause = _QUERY.sub("?…", str(exc))
+        why = ""
+        if exc is not None:
+            # SECURITY: aiohttp's errors quote the URL, and a caller's query string may hold a secret
+            cause = _QUERY.sub("?…", str(exc))
+            why = f": {type(exc).__name__}" + (f": {cause}" if cause else "")
         log.warning(
-            "upstream %s://%s of route %s %s: %s%s",
+            "upstream %s://%s of route %s %s%s",
             origin.scheme,
             origin.host_header,
             route.route.path,
             what,
-            type(exc).__name__,
-            f": {cause}" if cause else "",
+            why,
         )
 
     def _cut(
         self,
-        request: web.BaseRequest,
+        request: Request,
         route: CompiledRoute,
-        response: web.StreamResponse,
+        stream: Stream,
         record: AccessRecord,
         cause: BaseException,
-    ) -> web.StreamResponse:
+    ) -> Stream:
         """The upstream broke off mid-body (or the client left, and there is nothing to tell)."""
         transport = request.transport
         if transport is not None and not transport.is_closing():  # not the client: the upstream
@@ -146,9 +119,9 @@ class Forwarder:
             record.error = UPSTREAM_CUT
             # headers are gone already: the only honest signal left is a cut connection
             transport.close()
-        return response
+        return stream
 
-    def _body(self, request: web.BaseRequest) -> AsyncIterator[bytes] | None:
+    def _body(self, request: Request) -> AsyncIterator[bytes] | None:
         if not request.body_exists:
             return None
         limit = self._max_body
@@ -158,7 +131,7 @@ class Forwarder:
 
         async def chunks() -> AsyncIterator[bytes]:
             if expects:  # the caller waits for a go-ahead; it comes only once the request is admitted
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.send_continue()
             seen = 0
             while chunk := await self._from_client(request):
                 seen += len(chunk)
@@ -168,7 +141,7 @@ class Forwarder:
 
         return chunks()
 
-    async def _from_client(self, request: web.BaseRequest) -> bytes:
+    async def _from_client(self, request: Request) -> bytes:
         """The body's next bytes, b"" at its end; only this wait is the client's, so only it is timed
         (the upstream taking its time to accept what was sent is not)."""
         # SECURITY: a body that stalls would hold its connection, and the upstream's, for as long as
@@ -183,110 +156,81 @@ class Forwarder:
 
     async def _relay(
         self,
-        request: web.BaseRequest,
+        request: Request,
         route: CompiledRoute,
-        answer: Answer,
+        answer: UpstreamAnswer,
         record: AccessRecord,
         also: Sequence[tuple[str, str]],
-    ) -> web.StreamResponse:
+    ) -> Response:
         message = answer.message
         headers = message.headers
         length = int(headers["Content-Length"]) if "Content-Length" in headers else None
-        if length is not None and length <= SMALL_BODY and request.method != "HEAD" and not answer.early:
+        if answer.early:  # the rest of the caller's body was never sent on: the connection closes after
+            request.force_close()
+        if length is not None and length <= SMALL_BODY and request.method != "HEAD":
             # a small answer of known length goes out in one write, headers and body together
             try:
                 body = await answer.body.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._warn(route, "broke off its answer", exc)
                 raise BadGateway("the upstream broke off its answer") from exc
-            return wire.Answer(message.code, [*response_headers(headers), *also], body, reason=message.reason)
-        response = wire.RelayedStream(status=message.code, reason=message.reason)
-        response.headers.extend(response_headers(headers))
-        if length is not None:
-            response.content_length = length
-        response.untyped = "Content-Type" not in headers
-        response.headers.extend(also)
-        await response.prepare(request)
+            return Answer(message.code, [*response_headers(headers), *also], body, reason=message.reason)
+        stream = request.stream(message.code, message.reason, [*response_headers(headers), *also])
         try:
             # SECURITY: a client that reads slowly, or not at all, holds a bounded part of the answer:
             # pieces of ANSWER_BUFSIZE at most, the next read only once the client took the last
             async for piece in answer.body.iter_chunked(ANSWER_BUFSIZE):
-                await response.write(piece)
-                await request.writer.drain()
+                await stream.write(piece)
                 record.bytes += len(piece)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return self._cut(request, route, response, record, exc)
+        except (aiohttp.ClientError, TimeoutError, ClientGone) as exc:
+            return self._cut(request, route, stream, record, exc)
         if answer.cut:  # an answer delimited by the connection's close, ended by a reset instead
-            return self._cut(request, route, response, record, ConnectionResetError("reset mid-body"))
-        await response.write_eof()
-        if answer.early:  # the rest of the caller's body was never sent on
-            await _linger(request)
-        return response
+            return self._cut(request, route, stream, record, ConnectionResetError("reset mid-body"))
+        await stream.end()
+        return stream
 
     async def websocket(
         self,
-        request: web.BaseRequest,
+        request: Request,
         route: CompiledRoute,
         target: str,
         headers: CIMultiDict[str],
         also: Sequence[tuple[str, str]] = (),
-    ) -> web.WebSocketResponse:
-        """Open the upstream WebSocket, then accept the caller's (with `also` among the handshake's
-        headers) and relay both ways."""
-        for name in list(headers):
-            if fold(name) in WEBSOCKET_HANDSHAKE:
-                del headers[name]
-        protocols = [
-            p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
-        ]
-        url = URL(route.upstream_base.replace("http", "ws", 1) + target, encoded=True)
+    ) -> Tunnel:
+        """Send the upgrade upstream on a connection of its own and, when the upstream switches
+        protocols, answer the caller with its 101 (and `also`) and relay bytes both ways until either
+        side closes, as nginx does. The handshake's own headers pass as the caller sent them, so the
+        upstream answers the caller's key, and subprotocols and extensions are agreed end to end. Any
+        other answer is 502, and no tunnel opens."""
+        headers["Connection"] = "Upgrade"
+        headers["Upgrade"] = "websocket"
+        origin = self._origin(route)
         try:
-            upstream = await self._session.ws_connect(
-                url, headers=headers, protocols=protocols, timeout=aiohttp.ClientWSTimeout(ws_receive=None)
-            )
+            async with asyncio.timeout(route.route.timeout):
+                end = await self._pool.tunnel(origin, target, headers)
+                message, first = await end.answer()
         except TimeoutError as exc:
             self._warn(route, "did not answer in time", exc)
             raise GatewayTimeout("the upstream did not answer in time") from exc
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             self._warn(route, "refused the WebSocket", exc)
             raise BadGateway("the upstream refused the WebSocket") from exc
-        async with upstream:
-            client = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else ())
-            client.headers.extend(also)
-            await client.prepare(request)
-            await _pump_both(client, upstream)
-            return client
-
-
-async def _linger(request: web.BaseRequest) -> None:
-    """Read and drop what is left of the caller's body for up to LINGER seconds, then close.
-
-    Closing at once, with the upload's bytes unread, would reset the connection, and a reset can
-    destroy the answer before the caller reads it. aiohttp's own lingering close waits its whole
-    lingering_time for a caller that has gone away: this one stops when the connection does.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + LINGER
-    content = request.content
-    while not content.is_eof() and request.transport is not None and (left := deadline - loop.time()) > 0:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(content.readany(), min(left, LINGER_POLL))
-    request.protocol.force_close()
-
-
-async def _pump_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    async def pump(src: Any, dst: Any) -> None:
-        async for msg in src:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                await dst.send_str(msg.data)
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                await dst.send_bytes(msg.data)
-        await dst.close(code=src.close_code or aiohttp.WSCloseCode.OK)
-
-    tasks = [asyncio.ensure_future(pump(client, upstream)), asyncio.ensure_future(pump(upstream, client))]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        upstream = end.transport
+        assert upstream is not None
+        if message.code != 101 or message.headers.get("Upgrade", "").lower() != "websocket":
+            # SECURITY: only the upstream's 101 opens a tunnel: were the caller's Upgrade trusted, an
+            # upstream that declined would leave a raw connection open past every route's policy
+            upstream.close()
+            self._warn(
+                route, f"refused the WebSocket: it answered {message.code}, not 101 Switching Protocols"
+            )
+            raise BadGateway("the upstream refused the WebSocket")
+        handshake = CIMultiDict(message.headers)
+        handshake.extend(also)
+        tunnel = request.tunnel(handshake, upstream)
+        client = request.transport
+        assert client is not None
+        end.join(client, first)
+        await tunnel.closed()
+        upstream.close()
+        return tunnel

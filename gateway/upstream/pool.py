@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import ClientConnectionError, ServerDisconnectedError, StreamReader
 from multidict import CIMultiDict
 
-from ..wire import RawResponseMessage, UpstreamConnection
+from ..wire import RawResponseMessage, TunnelEnd, UpstreamConnection, serialize_head
 
 MAX_IDLE_PER_ORIGIN = 256
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 §9.2.2
@@ -35,7 +35,7 @@ class Origin:
 
 
 @dataclass(slots=True)
-class Answer:
+class UpstreamAnswer:
     """The upstream's answer: status line and headers read, body still to stream. `early`: it came
     before the whole request body was sent (the rest was not, and the connection will not be reused).
     """
@@ -86,7 +86,7 @@ class UpstreamPool:
         body: AsyncIterator[bytes] | None,
         *,
         patience: float,
-    ) -> Answer:
+    ) -> UpstreamAnswer:
         """Send one request and read the answer's status line and headers; `patience` is the
         seconds the upstream gets to accept the connection, and then to answer.
 
@@ -119,7 +119,7 @@ class UpstreamPool:
         headers: CIMultiDict[str],
         body: AsyncIterator[bytes] | None,
         patience: float,
-    ) -> Answer:
+    ) -> UpstreamAnswer:
         chunked = headers.get("Transfer-Encoding", "").lower() == "chunked"
         await connection.send_head(method, target, headers, chunked=chunked, read_bufsize=self._read_bufsize)
         if body is None:
@@ -151,8 +151,8 @@ class UpstreamPool:
 
     def _answer(
         self, origin: Origin, connection: UpstreamConnection, message: RawResponseMessage, body: StreamReader
-    ) -> Answer:
-        return Answer(message, body, connection, self, origin)
+    ) -> UpstreamAnswer:
+        return UpstreamAnswer(message, body, connection, self, origin)
 
     async def _take(
         self, origin: Origin, patience: float, *, fresh: bool = False
@@ -179,6 +179,25 @@ class UpstreamPool:
         except OSError as exc:
             raise ClientConnectionError(f"cannot connect to the upstream: {exc.strerror or exc}") from exc
         return connection, False
+
+    async def tunnel(self, origin: Origin, target: str, headers: CIMultiDict[str]) -> TunnelEnd:
+        """A connection of its own with an upgrade request (`GET target`) sent on it: its answer to
+        read, and then, if it switched protocols, a tunnel to join (wire.TunnelEnd)."""
+        headers["Host"] = origin.host_header
+        loop = asyncio.get_running_loop()
+        tls = self._ssl if origin.scheme == "https" else None
+        try:
+            transport, end = await loop.create_connection(
+                lambda: TunnelEnd(loop),
+                origin.host,
+                origin.port,
+                ssl=tls,
+                server_hostname=origin.host if tls else None,
+            )
+        except OSError as exc:
+            raise ClientConnectionError(f"cannot connect to the upstream: {exc.strerror or exc}") from exc
+        transport.write(serialize_head(f"GET {target} HTTP/1.1", headers))
+        return end
 
     def _put(self, origin: Origin, connection: UpstreamConnection) -> None:
         idle = self._idle.setdefault(origin, [])

@@ -29,7 +29,7 @@ class RecordingUpstream:
     """An upstream that records every request on arrival and answers like the echo upstream.
 
     A WebSocket upgrade to a path containing "refuse" is answered 200 without upgrading: an upstream
-    that declines the handshake.
+    that declines the handshake. Its WebSockets speak the subprotocol `v1.example` when offered.
     """
 
     def __init__(self) -> None:
@@ -51,7 +51,7 @@ class RecordingUpstream:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if "refuse" in request.path:
                 return web.Response(text="no WebSocket here")
-            ws = web.WebSocketResponse()
+            ws = web.WebSocketResponse(protocols=("v1.example",))
             await ws.prepare(request)
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:

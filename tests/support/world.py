@@ -15,9 +15,9 @@ from aiohttp.test_utils import BaseTestServer, TestClient
 from gateway.accesslog import AccessLog
 from gateway.app import Gateway as GatewayApp
 from gateway.linewriter import LineWriter
+from gateway.listener import make_runner
 from gateway.responses import refusal_response
 from gateway.testing.fake_github import FakeGitHub
-from gateway.wire import make_server
 
 from .clock import FakeClock
 
@@ -76,8 +76,9 @@ class GatewayTestServer(BaseTestServer):
         self._gateway = gateway
 
     async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
-        server = make_server(self._gateway.handle, self._gateway.config.server, refuse=refusal_response)
-        return web.ServerRunner(server, **kwargs)
+        return make_runner(
+            self._gateway.handle, self._gateway.config.server, refuse=refusal_response, **kwargs
+        )
 
 
 class Gateway:
