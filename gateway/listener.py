@@ -36,11 +36,10 @@ from urllib.parse import parse_qsl
 
 from aiohttp import hdrs, web
 from aiohttp.base_protocol import BaseProtocol
-from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time, should_remove_content_length
+from aiohttp.helpers import EMPTY_BODY_STATUS_CODES, must_be_empty_body, rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion, HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
-from aiohttp.http_writer import _serialize_headers
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
@@ -49,6 +48,7 @@ from yarl import URL
 from . import metrics
 from .config import ServerConfig
 from .errors import BadRequest, HeadersTooLarge, InternalError, Refusal
+from .wire import serialize_head
 
 log = logging.getLogger("gateway")
 
@@ -191,12 +191,17 @@ class Answer:
     def encode(self, request: Request) -> bytes:
         """The whole answer to `request`, head and body."""
         method, status, headers, body = request.method, self.status, self.headers, self.body
-        empty = must_be_empty_body(method, status)
+        length = None
         if hdrs.CONTENT_LENGTH not in headers and (body or (status != 304 and method != "HEAD")):
-            headers[hdrs.CONTENT_LENGTH] = str(len(body))
-        keep = request.keep_alive and not self.close
-        head = _head(request, status, self.reason, headers, keep)
-        return head if empty else head + body
+            length = len(body)
+        head = _head(request, status, self.reason, headers, request.keep_alive and not self.close, length)
+        if (
+            method == "HEAD"
+            or status in EMPTY_BODY_STATUS_CODES
+            or (method == "CONNECT" and 200 <= status < 300)
+        ):
+            return head  # aiohttp's must_be_empty_body
+        return head + body
 
 
 class Stream:
@@ -246,14 +251,25 @@ Handler = Callable[[Request], Awaitable[Response]]
 Refuse = Callable[[Refusal], Answer]
 
 
-def _head(request: Request, status: int, reason: str | None, headers: CIMultiDict[str], keep: bool) -> bytes:
-    """The status line and headers, completed as aiohttp completes a response's."""
-    if should_remove_content_length(request.method, status):
-        headers.popall(hdrs.CONTENT_LENGTH, None)
+def _head(
+    request: Request,
+    status: int,
+    reason: str | None,
+    headers: CIMultiDict[str],
+    keep: bool,
+    length: int | None = None,
+) -> bytes:
+    """The status line and headers, completed as aiohttp completes a response's: Content-Length
+    (`length`, when given), Date, Server and Connection added after `headers` where they lack them."""
+    version = request.version
+    if status in EMPTY_BODY_STATUS_CODES or (request.method == "CONNECT" and 200 <= status < 300):
+        headers.popall(hdrs.CONTENT_LENGTH, None)  # aiohttp's should_remove_content_length
+    elif length is not None:
+        headers[hdrs.CONTENT_LENGTH] = str(length)
     if hdrs.DATE not in headers:
         headers[hdrs.DATE] = rfc822_formatted_time()
-    headers.setdefault(hdrs.SERVER, SERVER_SOFTWARE)
-    version = request.version
+    if hdrs.SERVER not in headers:
+        headers[hdrs.SERVER] = SERVER_SOFTWARE
     if hdrs.CONNECTION not in headers:
         if keep:
             if version == HttpVersion10:
@@ -264,7 +280,7 @@ def _head(request: Request, status: int, reason: str | None, headers: CIMultiDic
         request.force_close()
     if reason is None:
         reason = _REASONS.get(status, "")
-    return _serialize_headers(f"HTTP/{version[0]}.{version[1]} {status} {reason}", headers)
+    return serialize_head(f"HTTP/{version[0]}.{version[1]} {status} {reason}", headers)
 
 
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
@@ -292,6 +308,7 @@ class Connection(BaseProtocol):
         "_timer_at",
         "_tunnel_done",
         "_upgrading",
+        "_waiter",
         "answering",
         "closing",
         "remote",
@@ -315,7 +332,8 @@ class Connection(BaseProtocol):
         super().__init__(loop, parser)
         self._server = server
         self._queue: deque[tuple[RawRequestMessage | Refusal, StreamReader]] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the connection's, from its first request on
+        self._waiter: asyncio.Future[None] | None = None  # set when a request comes to an idle connection
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         # when the head arriving now began (None: none is arriving), and how many bytes it came in
@@ -372,6 +390,8 @@ class Connection(BaseProtocol):
             self._peer.close()
         if self._tunnel_done is not None and not self._tunnel_done.done():
             self._tunnel_done.set_result(None)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)  # the idle task ends
 
     def _current_payload(self) -> StreamReader | None:
         return self._current[1] if self._current is not None else None
@@ -384,12 +404,8 @@ class Connection(BaseProtocol):
     def shut(self) -> None:
         """Close once the request in hand is answered; at once when there is none."""
         self.closing = True
-        if self._task is None:
+        if self._task is None or self._waiter is not None:
             self.close()
-
-    @property
-    def idle(self) -> bool:
-        return self._task is None and self._tunnel_done is None
 
     # -- reading
 
@@ -437,8 +453,7 @@ class Connection(BaseProtocol):
             self._queue.extend(messages)
             if len(self._queue) >= MAX_QUEUED:
                 self._pause_reading_for_buffer()
-            if self._task is None:
-                self._task = self._loop.create_task(self._handle_all())
+            self._wake()
 
     def _too_large(self) -> HeadersTooLarge:
         # SECURITY: llhttp bounds each header line and their number, not their sum (128 lines of 8 KiB):
@@ -453,18 +468,26 @@ class Connection(BaseProtocol):
         if payload is not None and not payload.is_eof():  # the request in hand: its body is cut short
             payload.set_exception(RequestPayloadError("the request body is malformed"))
         self._queue.append((refusal, EMPTY_PAYLOAD))
-        if self._task is None:
-            self._task = self._loop.create_task(self._handle_all())
+        self._wake()
 
     def eof_received(self) -> bool | None:
         return None  # the client half-closed: the transport closes, as aiohttp's server does
 
     # -- handling
 
-    async def _handle_all(self) -> None:
-        """Handle the queued requests one after the other, then wait for more as an idle connection."""
-        server = self._server
-        try:
+    def _wake(self) -> None:
+        """Hand the queued requests to the connection's task: started with its first request, it waits
+        between requests for the next (a future set, not a task made, per request)."""
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _serve(self) -> None:
+        """Handle the queued requests one after the other, and wait for more while the connection is
+        open and idle."""
+        server, loop = self._server, self._loop
+        while self.transport is not None:
             while self._queue and self.transport is not None:
                 item = self._current = self._queue.popleft()
                 if self._parser is not None:
@@ -481,15 +504,18 @@ class Connection(BaseProtocol):
                 await self._handle(Request(message, payload, self), payload)
                 if self.closing:
                     break
-        finally:
             self._current = None
-            self._task = None
-        if self.closing or self.transport is None:
-            self.close()
-            return
-        self._idle_since = self._loop.time()
-        server.idle(self)
-        self._arm()
+            if self.closing:
+                break
+            self._idle_since = loop.time()
+            server.idle(self)
+            self._arm()
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self.close()
 
     async def _handle(self, request: Request, payload: StreamReader) -> None:
         self.answering = False

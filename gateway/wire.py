@@ -14,7 +14,7 @@ import asyncio
 import os
 import socket
 
-from aiohttp import ClientConnectionError
+from aiohttp import ClientConnectionError, ClientConnectionResetError
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
@@ -24,7 +24,12 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDict
 
 __all__ = ["RawResponseMessage", "StreamReader", "TunnelEnd", "UpstreamConnection", "serialize_head"]
-serialize_head = _serialize_headers  # a request or status line and its headers; CR/LF in either refused
+
+
+# a request or status line and its headers (a CIMultiDict) as a head, in C; ValueError if any of it
+# holds a CR or LF of its own (a header injected, or the head ended early)
+serialize_head = _serialize_headers
+
 
 MAX_TUNNEL_HEAD = 1 << 16  # bytes of the upstream's answer to an upgrade
 
@@ -47,13 +52,21 @@ class UpstreamConnection(ResponseHandler):
         """Open, and nothing left on it of the last exchange."""
         return self.is_connected() and not self.should_close
 
-    async def send_head(
-        self, method: str, target: str, headers: CIMultiDict[str], *, chunked: bool, read_bufsize: int
+    def send_head(
+        self,
+        method: str,
+        target: str,
+        headers: CIMultiDict[str],
+        *,
+        body: bool,
+        chunked: bool,
+        read_bufsize: int,
     ) -> None:
-        """Write the request line and headers, and get ready for the answer (to a HEAD: no body)."""
-        self._writer = StreamWriter(self, self._loop)
-        if chunked:
-            self._writer.enable_chunking()
+        """Write the request line and headers, and get ready for the answer (to a HEAD: no body);
+        with `body`, the body follows (`send`, then `end`), in chunks when `chunked`."""
+        transport = self.transport
+        if transport is None or transport.is_closing():  # a kept-alive connection the upstream closed
+            raise ClientConnectionResetError("the upstream closed the connection")
         # the answer is parsed as it arrives, and may arrive while the body is still being sent
         self.set_response_params(
             skip_payload=method == "HEAD",
@@ -61,7 +74,12 @@ class UpstreamConnection(ResponseHandler):
             auto_decompress=False,
             read_bufsize=read_bufsize,
         )
-        await self._writer.write_headers(f"{method} {target} HTTP/1.1", headers)
+        transport.write(serialize_head(f"{method} {target} HTTP/1.1", headers))
+        self._writer = None
+        if body:
+            self._writer = StreamWriter(self, self._loop)
+            if chunked:
+                self._writer.enable_chunking()
 
     async def send(self, chunk: bytes) -> None:
         """Write a piece of the request body."""
@@ -69,7 +87,7 @@ class UpstreamConnection(ResponseHandler):
         await self._writer.write(chunk)
 
     async def end(self) -> None:
-        """The request is sent (the last chunk, when chunked)."""
+        """The body is sent (the last chunk, when chunked)."""
         assert self._writer is not None
         await self._writer.write_eof()
 

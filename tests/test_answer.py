@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.config import ServerConfig
 from gateway.listener import Answer, Request, make_runner
 from gateway.responses import refusal_response
+from gateway.wire import serialize_head
 
 from .support.sockets import exchange
 
@@ -175,3 +177,19 @@ async def test_an_answer_with_a_line_break_in_a_header_is_never_written(ports: t
     assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     assert b"X-Injected" not in answer and b"alice" not in answer
     assert b'"error": "internal_error"' in answer and b"Connection: close" in answer
+
+
+@pytest.mark.parametrize(
+    ("first", "headers"),
+    [
+        ("HTTP/1.1 200 OK\r\nX-Injected: 1", []),
+        ("HTTP/1.1 200 OK", [("X-Auth-User", "alice\r\nX-Injected: 1")]),
+        ("HTTP/1.1 200 OK", [("X-Auth-User", "alice\nX-Injected: 1")]),
+        ("HTTP/1.1 200 OK", [("X-Auth-User", "alice\rX-Injected: 1")]),
+        ("HTTP/1.1 200 OK", [("X-Auth-User\r\nX-Injected", "1")]),
+        ("GET / HTTP/1.1", [("Host", "x"), ("X-Auth-Login", "a\n\r")]),
+    ],
+)
+def test_a_head_with_a_line_break_of_its_own_is_refused(first: str, headers: list[tuple[str, str]]) -> None:
+    with pytest.raises(ValueError, match="header injection"):
+        serialize_head(first, CIMultiDict(headers))

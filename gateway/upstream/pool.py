@@ -121,9 +121,10 @@ class UpstreamPool:
         patience: float,
     ) -> UpstreamAnswer:
         chunked = headers.get("Transfer-Encoding", "").lower() == "chunked"
-        await connection.send_head(method, target, headers, chunked=chunked, read_bufsize=self._read_bufsize)
+        connection.send_head(
+            method, target, headers, body=body is not None, chunked=chunked, read_bufsize=self._read_bufsize
+        )
         if body is None:
-            await connection.end()
             connection.wait_at_most(patience)
             return self._answer(origin, connection, *await connection.answer())
         # the answer may come while the body is still being sent; the upstream's time to answer runs
