@@ -1,7 +1,7 @@
 """HTTP/1.1 to the upstreams, built from aiohttp's parts (docs/architecture.md).
 
-The protocol of the gateway's own keep-alive connections to the upstreams (aiohttp's
-`ResponseHandler` and `StreamWriter`: its llhttp parser, its C header serialiser that refuses CR/LF),
+The protocol of the gateway's own keep-alive connections to the upstreams (on aiohttp's llhttp
+parser, its C header serialiser that refuses CR/LF, its `StreamReader` and `StreamWriter`),
 and the upstream's end of a WebSocket tunnel. With gateway/listener.py (the client side), the modules
 that reach into aiohttp's internals: aiohttp is capped to the minor version these were written
 against (pyproject.toml), and tests/test_aiohttp_internals.py names every internal used, so an
@@ -14,13 +14,19 @@ import asyncio
 import os
 import socket
 
-from aiohttp import ClientConnectionError, ClientConnectionResetError
+from aiohttp import (
+    ClientConnectionError,
+    ClientOSError,
+    ClientPayloadError,
+    ServerDisconnectedError,
+    ServerTimeoutError,
+)
 from aiohttp.base_protocol import BaseProtocol
-from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import EMPTY_BODY_STATUS_CODES
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
 from aiohttp.http_writer import StreamWriter, _serialize_headers
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDict
 
 __all__ = ["RawResponseMessage", "StreamReader", "TunnelEnd", "UpstreamConnection", "serialize_head"]
@@ -37,20 +43,51 @@ MAX_TUNNEL_HEAD = 1 << 16  # bytes of the upstream's answer to an upgrade
 # Connections to the upstreams
 
 
-class UpstreamConnection(ResponseHandler):
+class UpstreamConnection(BaseProtocol):
     """One keep-alive connection to an upstream: a request written, its answer parsed as it arrives
-    (while the body may still be going out), and whether the connection ended in an error (a reset):
-    an answer delimited by the connection's close reads as complete at any close, so a reset in the
-    middle of its body is only visible here.
+    (while the body may still be going out) by a parser of its own for each exchange, and whether the
+    connection ended in an error (a reset): an answer delimited by the connection's close reads as
+    complete at any close, so a reset in the middle of its body is only visible here.
+
+    aiohttp's client protocol (`ResponseHandler`) did the same with a message queue, a timer reset on
+    every read and a writer per exchange; this one keeps llhttp (aiohttp's C parser), its
+    flow-controlled `StreamReader` and its writer for bodies, and does the rest in a few calls.
+
+    SECURITY: bytes the upstream sends beyond its answer never become another exchange's answer: a
+    second answer in the same exchange, or bytes while no exchange is in flight, close the connection
+    (it is never reused), and each exchange's parser is new, so what llhttp held of the last one is
+    dropped with it.
     """
 
-    broken = False
-    _writer: StreamWriter | None = None
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.broken = False  # closed by an error (a reset), not a clean close
+        self._answer: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
+        self._message: RawResponseMessage | None = None
+        self._payload: StreamReader | None = None
+        self._writer: StreamWriter | None = None
+        self._stray = False  # bytes came that belong to no exchange: never reused
+        self._patience = 0.0  # seconds the upstream gets for each next piece of its answer
+        self._last = 0.0  # when the last bytes came
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def reusable(self) -> bool:
         """Open, and nothing left on it of the last exchange."""
-        return self.is_connected() and not self.should_close
+        transport = self.transport
+        message = self._message
+        return (
+            transport is not None
+            and not transport.is_closing()
+            and not self._stray
+            and message is not None
+            and not message.should_close
+            and self._payload is not None
+            and self._payload.is_eof()
+        )
+
+    def is_connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
     def send_head(
         self,
@@ -66,14 +103,19 @@ class UpstreamConnection(ResponseHandler):
         with `body`, the body follows (`send`, then `end`), in chunks when `chunked`."""
         transport = self.transport
         if transport is None or transport.is_closing():  # a kept-alive connection the upstream closed
-            raise ClientConnectionResetError("the upstream closed the connection")
-        # the answer is parsed as it arrives, and may arrive while the body is still being sent
-        self.set_response_params(
-            skip_payload=method == "HEAD",
-            read_until_eof=True,  # an answer with neither Content-Length nor chunking ends at close
+            raise ServerDisconnectedError("the upstream closed the connection")
+        # a parser for this exchange alone; an answer with neither Content-Length nor chunking ends at
+        # the connection's close
+        self._parser = HttpResponseParser(
+            self,
+            self._loop,
+            read_bufsize,
+            response_with_body=method != "HEAD",
+            read_until_eof=True,
             auto_decompress=False,
-            read_bufsize=read_bufsize,
         )
+        self._answer = self._loop.create_future()
+        self._message = self._payload = None
         transport.write(serialize_head(f"{method} {target} HTTP/1.1", headers))
         self._writer = None
         if body:
@@ -92,22 +134,96 @@ class UpstreamConnection(ResponseHandler):
         await self._writer.write_eof()
 
     def wait_at_most(self, seconds: float) -> None:
-        """Give the upstream `seconds` to send each next piece of its answer, from now."""
-        self.read_timeout = seconds
-        self.start_timeout()  # dropped by the parser once the body has been read
+        """Give the upstream `seconds` to send each next piece of its answer, from now (until the
+        answer's body has been read): one timer, re-armed from the last bytes when it fires."""
+        self._patience = seconds
+        self._last = now = self._loop.time()
+        if self._timer is not None:
+            if self._timer.when() <= now + seconds:
+                return  # it fires first, and re-arms from the last bytes then
+            self._timer.cancel()  # a longer wait armed it, for an exchange before this one
+        self._timer = self._loop.call_at(now + seconds, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._answer is None or (self._payload is not None and self._payload.is_eof()):
+            return  # the answer is read: nothing to wait for
+        due = self._last + self._patience
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._tick)
+            return
+        self._fail(ServerTimeoutError(f"the upstream sent nothing for {self._patience:g}s"))
+        self.close()
 
     async def answer(self) -> tuple[RawResponseMessage, StreamReader]:
         """The final answer's status line and headers, and its body to read (1xx answers skipped)."""
-        while True:
-            message, payload = await self.read()
-            if not 100 <= message.code < 200 or message.code == 101:
-                return message, payload
-            # an interim answer (100 Continue, 103 Early Hints): the final one follows
+        assert self._answer is not None
+        return await self._answer
+
+    def data_received(self, data: bytes) -> None:
+        if data:
+            self._last = self._loop.time()
+        parser = self._parser
+        if parser is None or self._answer is None:
+            if data:  # bytes before any exchange: the connection goes
+                self._stray = True
+                self.close()
+            return
+        try:
+            messages, upgraded, _ = parser.feed_data(data)
+        except HttpProcessingError as exc:
+            self._fail(ClientConnectionError(f"the upstream's answer is malformed: {exc.message}"))
+            self.close()
+            return
+        for message, payload in messages:
+            code = message.code
+            if 100 <= code < 200 and code != 101:
+                continue  # an interim answer (100 Continue, 103 Early Hints): the final one follows
+            if self._message is not None:  # a second answer to one request
+                self._stray = True
+                continue
+            self._message = message
+            self._payload = EMPTY_PAYLOAD if code in EMPTY_BODY_STATUS_CODES else payload
+            if not self._answer.done():
+                self._answer.set_result((message, self._payload))
+        if upgraded:  # an upgrade nobody asked for: what follows is not HTTP
+            self._stray = True
+
+    def _fail(self, exc: BaseException) -> None:
+        """The exchange in flight ends in `exc`: its answer, or its body, raises it."""
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(exc)
+        elif self._payload is not None and not self._payload.is_eof():
+            self._payload.set_exception(exc)
+
+    def force_close(self) -> None:
+        """Close once the answer is read: nothing else will be sent on this connection."""
+        self._stray = True
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.broken = exc is not None
         if exc is not None and self.transport is not None:
             self._salvage(self.transport)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        parser, self._parser = self._parser, None
+        if parser is not None:
+            try:
+                parser.feed_eof()  # an answer delimited by the close ends here
+            except HttpProcessingError as cut:  # a body of known length or chunked, cut short
+                self._fail(ClientPayloadError(f"the upstream's answer is not complete: {cut.message}"))
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(
+                ServerDisconnectedError("the upstream closed the connection")
+                if exc is None
+                else ClientOSError(f"the connection to the upstream broke: {exc}")
+            )
+        self._fail(ClientPayloadError("the upstream closed the connection mid-answer"))
         super().connection_lost(exc)
 
     def _salvage(self, transport: asyncio.BaseTransport) -> None:

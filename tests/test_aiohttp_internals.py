@@ -11,7 +11,6 @@ import inspect
 
 from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
-from aiohttp.client_proto import ResponseHandler
 from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time, should_remove_content_length
 from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_parser import HttpRequestParser, HttpResponseParser, RawRequestMessage, RawResponseMessage
@@ -95,12 +94,8 @@ def test_a_runner_still_asks_of_its_server_only_a_factory_pre_shutdown_and_shutd
     assert "self._runner.server" in inspect.getsource(web.SockSite.start)
 
 
-def test_the_client_protocol_and_writer_still_offer_what_upstream_connections_use() -> None:
-    for method in ("set_response_params", "read", "start_timeout", "force_close", "is_connected", "close"):
-        assert callable(getattr(ResponseHandler, method)), method
-    assert isinstance(ResponseHandler.should_close, property)
-    assert isinstance(ResponseHandler.read_timeout, property)
-    for method in ("enable_chunking", "write_headers", "write", "write_eof"):
+def test_the_writer_still_offers_what_upstream_connections_send_bodies_with() -> None:
+    for method in ("enable_chunking", "write", "write_eof"):
         assert callable(getattr(StreamWriter, method)), method
 
 

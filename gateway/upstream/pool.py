@@ -2,9 +2,9 @@
 
 aiohttp's ClientSession is general-purpose (cookies, redirects, auth, proxies, tracing, auto
 headers): it cost the gateway ~170 us of CPU per forwarded request, more than half of all it did.
-A proxy needs none of that: this pool writes and reads on `wire.UpstreamConnection` (aiohttp's
-`StreamWriter` and `ResponseHandler`: its C header serialiser, its llhttp parser and flow-controlled
-`StreamReader`), about 40 us. WebSockets still go through the session.
+A proxy needs none of that: this pool writes and reads on `wire.UpstreamConnection` (aiohttp's C
+header serialiser, its llhttp parser and flow-controlled `StreamReader`, and its `StreamWriter` for
+bodies). WebSockets go through tunnels of their own (`tunnel`).
 """
 
 from __future__ import annotations

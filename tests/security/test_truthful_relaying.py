@@ -200,3 +200,43 @@ async def test_an_answer_that_falls_silent_is_cut_the_routes_timeout_after_its_l
     assert not received.endswith(b"0\r\n\r\n")  # no last chunk: the caller sees a cut connection
     assert 0.45 <= silence < 0.8
     assert gateway.log_lines()[-1]["error"] == "upstream_cut"
+
+
+@pytest.mark.parametrize(
+    ("beyond", "later"),
+    [
+        # a whole second answer
+        (b"HTTP/1.1 302 Found\r\nLocation: /evil\r\nSet-Cookie: evil=1\r\nContent-Length: 0\r\n\r\n", b""),
+        # a head begun, finished a moment later
+        (b"HTTP/1.1 302 Found\r\nSet-Cookie: evil=1\r\n", b"Content-Length: 0\r\n\r\n"),
+    ],
+)
+async def test_bytes_an_upstream_sends_beyond_its_answer_never_answer_the_next_caller(
+    start_gateway: GatewayFactory, beyond: bytes, later: bytes
+) -> None:
+    """Response desync: an answer of known length followed, in the same write, by a second one. Read
+    as the answer to the next request sent on that kept-alive connection, it would reach another
+    caller (a cookie set, a redirect); the next caller gets the upstream's answer to its own request."""
+    served = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        with contextlib.suppress(asyncio.IncompleteReadError):  # the gateway may close it: it should
+            while True:
+                served += 1
+                body = f"answer {served}".encode()
+                extra = beyond if served == 1 else b""
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b%b" % (len(body), body, extra))
+                await writer.drain()
+                if served == 1 and later:
+                    writer.write(later)
+                    await writer.drain()
+                await reader.readuntil(b"\r\n\r\n")
+
+    async with raw_upstream(answer) as url:
+        gateway = await start_gateway(routes=[{"path": "/", "upstream": url, "auth": "none"}])
+        first = await exchange(gateway.port, raw("GET", "/one"))
+        second = await exchange(gateway.port, raw("GET", "/two"))
+    assert statuses(first) == [200] and first.endswith(b"answer 1")
+    assert statuses(second) == [200] and second.endswith(b"answer 2"), second
+    assert b"evil" not in first + second
