@@ -171,16 +171,18 @@ class Gateway:
         headers = self.rules.upstream_request_headers(
             request, caller.identity if caller else None, record.request_id, record.client
         )
+        signed = b""
         if caller is not None:
             if self._extras_wanted:
-                headers.extend(await self._identity_extras(caller, route, record))
+                extras, signed = await self._identity_extras(caller, route, record)
+                headers.extend(extras)
             if route.upstream_token_key is not None:
                 headers["Authorization"] = await self._scoped_authorization(caller, route)
         target = route.upstream_target(path, query)
         also = _set_cookie(caller)
         if _is_websocket(request):
-            return await self.forwarder.websocket(request, route, target, headers, also)
-        response = await self.forwarder.forward(request, route, target, headers, record, also)
+            return await self.forwarder.websocket(request, route, target, headers, signed, also)
+        response = await self.forwarder.forward(request, route, target, headers, signed, record, also)
         record.upstream_status = response.status
         return response
 
@@ -207,11 +209,13 @@ class Gateway:
             return Answer(200)
         headers = _set_cookie(caller)
         headers.extend(self.rules.identity_headers(caller.identity))
+        signed = b""
         if self._extras_wanted:
-            headers.extend(await self._identity_extras(caller, route, record))
+            extras, signed = await self._identity_extras(caller, route, record)
+            headers.extend(extras)
         if route.upstream_token_key is not None:
             headers.append(("Authorization", await self._scoped_authorization(caller, route)))
-        return Answer(200, headers)
+        return Answer(200, headers, lines=signed)
 
     def _route(self, path: str, record: AccessRecord) -> CompiledRoute:
         route = self.routes.match(path)
@@ -222,21 +226,22 @@ class Gateway:
 
     async def _identity_extras(
         self, caller: Caller, route: CompiledRoute, record: AccessRecord
-    ) -> list[tuple[str, str]]:
+    ) -> tuple[list[tuple[str, str]], bytes]:
         """What follows the identity headers: `identity_headers.groups` (the configured organisations
-        and teams the caller belongs to) and the identity token (DESIGN §11)."""
+        and teams the caller belongs to), and the identity token's header line (DESIGN §11), checked
+        when it was signed, or b"" without one."""
         groups = None
         if self._groups_wanted:
             groups = await self.membership.groups(caller.identity, caller.token, record.membership)
         extras = []
         if groups and self._groups_header is not None:
             extras.append((self._groups_header, ",".join(groups)))
+        signed = b""
         if self.identity_tokens is not None:
-            token = self.identity_tokens.token(
+            signed = self.identity_tokens.line(
                 caller.identity, caller.digest, route.audience, groups, route.route.path
             )
-            extras.append((self.identity_tokens.header, token))
-        return extras
+        return extras, signed
 
     async def _scoped_authorization(self, caller: Caller, route: CompiledRoute) -> str:
         spec, key = route.route.upstream_token, route.upstream_token_key

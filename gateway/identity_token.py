@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -29,9 +30,13 @@ from .signing_keys import load_public_jwk, load_signing_key
 
 class _Issued(NamedTuple):
     token: str
+    line: bytes  # its header line, checked once: what the head of every request that carries it gets
     renew_at: float
     identity: Identity
     groups: tuple[str, ...] | None
+
+
+_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")  # compact serialisation, base64url
 
 
 class IdentityTokens:
@@ -73,17 +78,44 @@ class IdentityTokens:
     ) -> str:
         """The identity token for a caller (`digest`: their GitHub token's) on a route's `audience`;
         `groups` None when no organisation or team is configured (the claim is left out)."""
+        return self._issued_for(identity, digest, audience, groups, route).token
+
+    def line(
+        self,
+        identity: Identity,
+        digest: bytes,
+        audience: str,
+        groups: tuple[str, ...] | None,
+        route: str,
+    ) -> bytes:
+        """`token`'s, as the header line a head carries (`header: token` and CRLF): made and checked
+        once per token, where a head's serialiser would check its every character for every request."""
+        return self._issued_for(identity, digest, audience, groups, route).line
+
+    def _issued_for(
+        self,
+        identity: Identity,
+        digest: bytes,
+        audience: str,
+        groups: tuple[str, ...] | None,
+        route: str,
+    ) -> _Issued:
         now = self._clock()
         key = (digest, audience)
         held = self._issued.get(key)
         if held is not None and now < held.renew_at and held.identity == identity and held.groups == groups:
-            return held.token
+            return held
         token, renew_at = self._sign(identity, audience, groups, now)
+        # SECURITY: the line goes into heads as it is, past the serialiser's check for CR/LF: it holds
+        # base64url and dots only (the header's name was checked with the config)
+        if not _JWS.fullmatch(token):
+            raise ValueError("the signed identity token is not in JWS compact form")
+        issued = _Issued(token, f"{self.header}: {token}\r\n".encode(), renew_at, identity, groups)
         if held is None and len(self._issued) >= self._max_entries:
             del self._issued[next(iter(self._issued))]  # the oldest: past its renewal, most likely
-        self._issued[key] = _Issued(token, renew_at, identity, groups)
+        self._issued[key] = issued
         self._signed(route)
-        return token
+        return issued
 
     def _sign(
         self, identity: Identity, audience: str, groups: tuple[str, ...] | None, now: float

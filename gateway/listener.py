@@ -168,7 +168,7 @@ class Answer:
     CR/LF); but a Content-Type only when one is given: a relayed answer keeps the upstream's headers
     as they are."""
 
-    __slots__ = ("body", "close", "headers", "reason", "status")
+    __slots__ = ("body", "close", "headers", "lines", "reason", "status")
 
     def __init__(
         self,
@@ -179,8 +179,10 @@ class Answer:
         reason: str | None = None,
         content_type: str | None = None,
         close: bool = False,
+        lines: bytes = b"",
     ) -> None:
         self.status = status
+        self.lines = lines  # header lines checked when they were made (the identity token's)
         self.reason = reason
         self.headers = CIMultiDict(headers)
         if content_type is not None:
@@ -194,7 +196,8 @@ class Answer:
         length = None
         if hdrs.CONTENT_LENGTH not in headers and (body or (status != 304 and method != "HEAD")):
             length = len(body)
-        head = _head(request, status, self.reason, headers, request.keep_alive and not self.close, length)
+        keep = request.keep_alive and not self.close
+        head = _head(request, status, self.reason, headers, keep, length, self.lines)
         if (
             method == "HEAD"
             or status in EMPTY_BODY_STATUS_CODES
@@ -258,6 +261,7 @@ def _head(
     headers: CIMultiDict[str],
     keep: bool,
     length: int | None = None,
+    checked: bytes = b"",
 ) -> bytes:
     """The status line and headers, completed as aiohttp completes a response's: Content-Length
     (`length`, when given), Date, Server and Connection added after `headers` where they lack them."""
@@ -280,7 +284,7 @@ def _head(
         request.force_close()
     if reason is None:
         reason = _REASONS.get(status, "")
-    return serialize_head(f"HTTP/{version[0]}.{version[1]} {status} {reason}", headers)
+    return serialize_head(f"HTTP/{version[0]}.{version[1]} {status} {reason}", headers, checked)
 
 
 _REASONS = {status.value: status.phrase for status in HTTPStatus}

@@ -46,8 +46,9 @@ _PERMISSIONS = (
 )
 
 
+# each lookup's metric child and access-log word, by (kind, result): bound once
 _LOOKUPS = {
-    (kind, result): MEMBERSHIP_LOOKUPS.labels(kind, result)
+    (kind, result): (MEMBERSHIP_LOOKUPS.labels(kind, result), f"{kind}:{result}")
     for kind in ("org", "team", "repo")
     for result in ("cached", "yes", "no", "sso_required", "stale", "unavailable")
 }
@@ -113,8 +114,9 @@ _KINDS = {"org": "organisation", "team": "team", "repo": "repository"}
 
 
 def _looked_up(kind: str, result: str, seen: list[str]) -> None:
-    TALLY.count(_LOOKUPS[kind, result])
-    seen.append(f"{kind}:{result}")
+    child, word = _LOOKUPS[kind, result]
+    TALLY.count(child)
+    seen.append(word)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +177,9 @@ class Membership:
         kind and result go to `seen` (the access log's)."""
         sso: str | None = None
         for kind, target in route.facts:
-            fact = await self._fact(identity, token, kind, target, seen)
+            fact = self._known(identity, kind, target, seen) or await self._fact(
+                identity, token, kind, target, seen
+            )
             if kind == "repo":
                 level = fact.value
                 if isinstance(level, str) and _RANK[level] >= _RANK[route.repos[target]]:
@@ -192,17 +196,26 @@ class Membership:
         found = []
         for name in self.groups_known:
             kind = "team" if "/" in name else "org"
-            if (await self._fact(identity, token, kind, name, seen)).yes:
+            fact = self._known(identity, kind, name, seen) or await self._fact(
+                identity, token, kind, name, seen
+            )
+            if fact.yes:
                 found.append(name)
         return tuple(found)
 
-    async def _fact(self, identity: Identity, token: str, kind: str, target: str, seen: list[str]) -> _Fact:
-        key = (identity.user_id, kind, target)
-        now = self._clock()
-        cached = self._facts.get(key)
-        if cached is not None and cached[1] > now:
+    def _known(self, identity: Identity, kind: str, target: str, seen: list[str]) -> _Fact | None:
+        """The fact while it is cached and fresh, else None: a cache hit without a coroutine."""
+        cached = self._facts.get((identity.user_id, kind, target))
+        if cached is not None and cached[1] > self._clock():
             _looked_up(kind, "cached", seen)
             return cached[0]
+        return None
+
+    async def _fact(self, identity: Identity, token: str, kind: str, target: str, seen: list[str]) -> _Fact:
+        """Ask GitHub (once for all who ask at the same time) what `_known` does not know."""
+        key = (identity.user_id, kind, target)
+        now = self._clock()
+        cached = self._facts.get(key)  # expired, if there: it may stand in when GitHub cannot answer
         try:
             budget = self._budget(identity, target)
             if (rest := self._resting.get(budget, 0.0) - now) > 0:

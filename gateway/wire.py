@@ -34,7 +34,15 @@ __all__ = ["RawResponseMessage", "StreamReader", "TunnelEnd", "UpstreamConnectio
 
 # a request or status line and its headers (a CIMultiDict) as a head, in C; ValueError if any of it
 # holds a CR or LF of its own (a header injected, or the head ended early)
-serialize_head = _serialize_headers
+
+
+def serialize_head(first: str, headers: CIMultiDict[str], checked: bytes = b"") -> bytes:
+    """A request or status line, its headers and `checked` (header lines made and checked by the
+    gateway itself, each ending in CRLF) as the head of a message. aiohttp's C serialiser refuses
+    (ValueError) a CR or LF of its own in the line, a name or a value: a header injected, or the head
+    ended early."""
+    head: bytes = _serialize_headers(first, headers)
+    return head[:-2] + checked + b"\r\n" if checked else head
 
 
 MAX_TUNNEL_HEAD = 1 << 16  # bytes of the upstream's answer to an upgrade
@@ -91,16 +99,18 @@ class UpstreamConnection(BaseProtocol):
 
     def send_head(
         self,
-        method: str,
-        target: str,
+        line: str,
         headers: CIMultiDict[str],
+        checked: bytes,
         *,
+        skip_body: bool,
         body: bool,
         chunked: bool,
         read_bufsize: int,
     ) -> None:
-        """Write the request line and headers, and get ready for the answer (to a HEAD: no body);
-        with `body`, the body follows (`send`, then `end`), in chunks when `chunked`."""
+        """Write the request line and headers (and `checked` lines: `serialize_head`), and get ready
+        for the answer (without a body when `skip_body`: to a HEAD); with `body`, the body follows
+        (`send`, then `end`), in chunks when `chunked`."""
         transport = self.transport
         if transport is None or transport.is_closing():  # a kept-alive connection the upstream closed
             raise ServerDisconnectedError("the upstream closed the connection")
@@ -110,13 +120,13 @@ class UpstreamConnection(BaseProtocol):
             self,
             self._loop,
             read_bufsize,
-            response_with_body=method != "HEAD",
+            response_with_body=not skip_body,
             read_until_eof=True,
             auto_decompress=False,
         )
         self._answer = self._loop.create_future()
         self._message = self._payload = None
-        transport.write(serialize_head(f"{method} {target} HTTP/1.1", headers))
+        transport.write(serialize_head(line, headers, checked))
         self._writer = None
         if body:
             self._writer = StreamWriter(self, self._loop)

@@ -389,3 +389,17 @@ async def test_the_readmes_python_verifier_works_as_written(
     ):
         with pytest.raises(pyjwt.PyJWTError):
             await asyncio.to_thread(namespace["caller"], refused)
+
+
+def test_a_tokens_header_line_is_the_header_and_the_token_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the line goes into heads past the serialiser's CR/LF check: it is made from a compact JWS only
+    tokens = _tokens(tmp_path, [1_800_000_000.0])
+    alice = Identity("alice", 7, (), None, CLIENT_ID)
+    token = tokens.token(alice, b"a", "aud", None, "/")
+    assert tokens.line(alice, b"a", "aud", None, "/") == f"X-Auth-Jwt: {token}\r\n".encode()
+
+    monkeypatch.setattr(tokens, "_sign", lambda *_: ("a.b.c\r\nX-Injected: 1", 1_800_000_030.0))
+    with pytest.raises(ValueError, match="compact form"):
+        tokens.line(alice, b"other", "aud", None, "/")

@@ -63,17 +63,24 @@ class Forwarder:
         route: CompiledRoute,
         target: str,
         headers: CIMultiDict[str],
+        signed: bytes,
         record: AccessRecord,
         also: Sequence[tuple[str, str]] = (),
     ) -> Response:
-        """Forward one request and stream the answer back, with `also` added to its headers; 502/504
-        when the upstream fails. What the answer's body came to, and an answer cut short, go to
-        `record`."""
+        """Forward one request (with `signed`: header lines checked when they were made, the identity
+        token's) and stream the answer back, with `also` added to its headers; 502/504 when the
+        upstream fails. What the answer's body came to, and an answer cut short, go to `record`."""
         body = self._body(request)
         try:
             # the upstream gets exactly the path and query that were authorized
             answer = await self._pool.request(
-                self._origin(route), request.method, target, headers, body, patience=route.route.timeout
+                self._origin(route),
+                request.method,
+                target,
+                headers,
+                signed,
+                body,
+                patience=route.route.timeout,
             )
         except TimeoutError as exc:
             self._warn(route, "did not answer in time", exc)
@@ -195,6 +202,7 @@ class Forwarder:
         route: CompiledRoute,
         target: str,
         headers: CIMultiDict[str],
+        signed: bytes,
         also: Sequence[tuple[str, str]] = (),
     ) -> Tunnel:
         """Send the upgrade upstream on a connection of its own and, when the upstream switches
@@ -207,7 +215,7 @@ class Forwarder:
         origin = self._origin(route)
         try:
             async with asyncio.timeout(route.route.timeout):
-                end = await self._pool.tunnel(origin, target, headers)
+                end = await self._pool.tunnel(origin, target, headers, signed)
                 message, first = await end.answer()
         except TimeoutError as exc:
             self._warn(route, "did not answer in time", exc)

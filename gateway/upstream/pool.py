@@ -83,12 +83,14 @@ class UpstreamPool:
         method: str,
         target: str,
         headers: CIMultiDict[str],
+        signed: bytes,
         body: AsyncIterator[bytes] | None,
         *,
         patience: float,
     ) -> UpstreamAnswer:
-        """Send one request and read the answer's status line and headers; `patience` is the
-        seconds the upstream gets to accept the connection, and then to answer.
+        """Send one request (`signed`: header lines checked when they were made, added as they are)
+        and read the answer's status line and headers; `patience` is the seconds the upstream gets to
+        accept the connection, and then to answer.
 
         Raises TimeoutError, or ClientConnectionError (aiohttp's) when the upstream cannot be reached
         or broke off. A reused connection that turns out closed is retried once on a new one when
@@ -100,7 +102,9 @@ class UpstreamPool:
         for attempt in (1, 2):
             connection, reused = await self._take(origin, patience, fresh=attempt == 2)
             try:
-                return await self._exchange(origin, connection, method, target, headers, body, patience)
+                return await self._exchange(
+                    origin, connection, method, target, headers, signed, body, patience
+                )
             except (ServerDisconnectedError, ConnectionResetError, BrokenPipeError):
                 connection.close()
                 if attempt == 2 or not reused or body is not None or method not in IDEMPOTENT:
@@ -117,12 +121,19 @@ class UpstreamPool:
         method: str,
         target: str,
         headers: CIMultiDict[str],
+        signed: bytes,
         body: AsyncIterator[bytes] | None,
         patience: float,
     ) -> UpstreamAnswer:
         chunked = headers.get("Transfer-Encoding", "").lower() == "chunked"
         connection.send_head(
-            method, target, headers, body=body is not None, chunked=chunked, read_bufsize=self._read_bufsize
+            f"{method} {target} HTTP/1.1",
+            headers,
+            signed,
+            skip_body=method == "HEAD",
+            body=body is not None,
+            chunked=chunked,
+            read_bufsize=self._read_bufsize,
         )
         if body is None:
             connection.wait_at_most(patience)
@@ -181,7 +192,9 @@ class UpstreamPool:
             raise ClientConnectionError(f"cannot connect to the upstream: {exc.strerror or exc}") from exc
         return connection, False
 
-    async def tunnel(self, origin: Origin, target: str, headers: CIMultiDict[str]) -> TunnelEnd:
+    async def tunnel(
+        self, origin: Origin, target: str, headers: CIMultiDict[str], signed: bytes
+    ) -> TunnelEnd:
         """A connection of its own with an upgrade request (`GET target`) sent on it: its answer to
         read, and then, if it switched protocols, a tunnel to join (wire.TunnelEnd)."""
         headers["Host"] = origin.host_header
@@ -197,7 +210,7 @@ class UpstreamPool:
             )
         except OSError as exc:
             raise ClientConnectionError(f"cannot connect to the upstream: {exc.strerror or exc}") from exc
-        transport.write(serialize_head(f"GET {target} HTTP/1.1", headers))
+        transport.write(serialize_head(f"GET {target} HTTP/1.1", headers, signed))
         return end
 
     def _put(self, origin: Origin, connection: UpstreamConnection) -> None:
