@@ -301,7 +301,7 @@ class ForwardAuthFamily(NamedTuple):
         # SECURITY: Caddy's forward_auth (and Traefik's ForwardAuth without authRequestHeaders) pass
         # the caller's own headers on beside their own: were the other family read too, a caller's
         # X-Original-URI: /public would choose the policy for a request to a protected path
-        if any(name in headers for name in self.other):
+        if self.other[0] in headers or self.other[1] in headers:
             raise BadRequest(
                 f"forward-auth reads the original request from {self.uri}/{self.method} only"
                 f" (server.forward_auth_headers); this request also carries {' or '.join(self.other)}"

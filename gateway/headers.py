@@ -108,6 +108,7 @@ _NOT_AN_IDENTITY_HEADER = (
 _FOLDED: dict[str, str] = {}
 _MAX_FOLDED = 4096  # distinct header names remembered (per table); past that, folded each time
 _NONE: frozenset[str] = frozenset()
+_MAX_IDENTITIES = 4096  # identities whose headers are remembered (then forgotten all at once)
 # what becomes of an inbound header upstream, by its name as sent (before the Connection header's own list)
 _KEEP, _DROP, _COOKIE = 0, 1, 2  # passed on; dropped; passed on without the private cookies
 _HOP: dict[str, bool] = {}  # whether a response header, by its name as sent, is hop-by-hop
@@ -177,6 +178,7 @@ class HeaderRules:
             )
             if name
         ]
+        self._identities: dict[Identity, tuple[tuple[str, str], ...]] = {}
         self._trusted = config.server.trusted_proxies
         # SECURITY: the session cookie (and the sign-in cookie) hold the caller's GitHub token: never
         # passed on (DESIGN §4); names compared case-insensitively, as some frameworks read them
@@ -263,9 +265,18 @@ class HeaderRules:
             verdicts[name] = verdict
         return verdict
 
-    def identity_headers(self, identity: Identity) -> list[tuple[str, str]]:
-        """The configured identity headers for an identity (null names and null values left out)."""
-        return [(name, value) for name, getter in self._identity if (value := getter(identity)) is not None]
+    def identity_headers(self, identity: Identity) -> tuple[tuple[str, str], ...]:
+        """The configured identity headers for an identity (null names and null values left out);
+        made once per identity while it is among the last `_MAX_IDENTITIES` seen."""
+        made = self._identities.get(identity)
+        if made is None:
+            made = tuple(
+                (name, value) for name, getter in self._identity if (value := getter(identity)) is not None
+            )
+            if len(self._identities) >= _MAX_IDENTITIES:
+                self._identities.clear()
+            self._identities[identity] = made
+        return made
 
 
 def without_cookies(header: str, names: frozenset[str]) -> str:

@@ -513,7 +513,8 @@ class Connection(BaseProtocol):
                 break
             self._idle_since = loop.time()
             server.idle(self)
-            self._arm()
+            if self._timer is None or self._timer_at > self._idle_since + server.keepalive_timeout:
+                self._arm()  # else the timer fires first, and re-arms for this keep-alive deadline
             self._waiter = loop.create_future()
             try:
                 await self._waiter
@@ -607,6 +608,11 @@ class Connection(BaseProtocol):
     def tunnel_ended(self) -> None:
         """The peer closed its end: close this one once what it sent is written."""
         self.close()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        # a body's reader calls this after every read; only a paused connection has anything to resume
+        if self._reading_paused:
+            super().resume_reading(resume_parser)
 
     def pause_writing(self) -> None:
         super().pause_writing()

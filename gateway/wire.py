@@ -165,10 +165,11 @@ class UpstreamConnection(BaseProtocol):
         self._fail(ServerTimeoutError(f"the upstream sent nothing for {self._patience:g}s"))
         self.close()
 
-    async def answer(self) -> tuple[RawResponseMessage, StreamReader]:
-        """The final answer's status line and headers, and its body to read (1xx answers skipped)."""
+    def answer(self) -> asyncio.Future[tuple[RawResponseMessage, StreamReader]]:
+        """The final answer's status line and headers, and its body to read (1xx answers skipped),
+        to await."""
         assert self._answer is not None
-        return await self._answer
+        return self._answer
 
     def data_received(self, data: bytes) -> None:
         if data:
@@ -205,6 +206,11 @@ class UpstreamConnection(BaseProtocol):
             self._answer.set_exception(exc)
         elif self._payload is not None and not self._payload.is_eof():
             self._payload.set_exception(exc)
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        # a body's reader calls this after every read; only a paused connection has anything to resume
+        if self._reading_paused:
+            super().resume_reading(resume_parser)
 
     def force_close(self) -> None:
         """Close once the answer is read: nothing else will be sent on this connection."""

@@ -177,7 +177,8 @@ class Forwarder:
         if length is not None and length <= SMALL_BODY and request.method != "HEAD":
             # a small answer of known length goes out in one write, headers and body together
             try:
-                body = await answer.body.read()
+                # whole already, as a small answer mostly is: taken as it is, without waiting
+                body = answer.body.read_nowait() if answer.body.is_eof() else await answer.body.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._warn(route, "broke off its answer", exc)
                 raise BadGateway("the upstream broke off its answer") from exc

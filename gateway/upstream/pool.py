@@ -13,7 +13,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import ClientConnectionError, ServerDisconnectedError, StreamReader
 from multidict import CIMultiDict
@@ -24,9 +24,8 @@ MAX_IDLE_PER_ORIGIN = 256
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 §9.2.2
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a route's upstream lives."""
+class Origin(NamedTuple):
+    """Where a route's upstream lives (a tuple: hashed in C, as the pool's key, per request)."""
 
     scheme: str
     host: str
@@ -141,7 +140,7 @@ class UpstreamPool:
         # the answer may come while the body is still being sent; the upstream's time to answer runs
         # once the request is sent: an upload may take longer than that
         sending = asyncio.ensure_future(_send(connection, body))
-        answering = asyncio.ensure_future(connection.answer())
+        answering = connection.answer()
         try:
             await asyncio.wait((sending, answering), return_when=asyncio.FIRST_COMPLETED)
             if not answering.done():
