@@ -5,7 +5,8 @@
 Requests per second on a shared machine drift by tens of percent between runs; the instructions a
 server executes in user space for the same requests do not. This runs the bare aiohttp pass-through
 proxy (b), the gateway (e, cache hits) and the gateway's forward-auth decision (f, `GET
-/_gateway/auth` as nginx's auth_request sends it, cache hits) under callgrind, one after the other,
+/_gateway/auth` as nginx's auth_request sends it, cache hits) and the gateway on a route gated by an
+organisation and a team with the identity token on (i, cache hits) under callgrind, one after the other,
 behind the same aiohttp upstream and fake GitHub; sends each a warm-up, then N requests over C
 connections; and prints the user-space instructions per request of each and their ratios. The
 kernel's share (the sockets) is not counted. Under callgrind a server runs some 50 times slower:
@@ -125,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             (workdir / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             gateway_argv = [sys.executable, "-m", "gateway", "serve", "-c", str(workdir / "gateway.yaml")]
+            gated = servers.gateway_config(
+                port=ports["gateway"],
+                github=servers.url(ports["github"]),
+                upstream=upstream,
+                policy=servers.GATED,
+                identity_token={"signing_key_file": servers.signing_key(workdir), "issuer": "bench"},
+            )
+            (workdir / "gated.yaml").write_text(yaml.safe_dump(gated, sort_keys=False))
+            gated_argv = [sys.executable, "-m", "gateway", "serve", "-c", str(workdir / "gated.yaml")]
             sizes = (int(args.requests), int(args.concurrency))
             bare = count(procs, workdir, "bare", bare_argv, ports["bare"], *sizes)
             gateway = count(procs, workdir, "gateway", gateway_argv, ports["gateway"], *sizes)
@@ -139,12 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 path=servers.CONTROL_PREFIX + "/auth",
                 extra=original,
             )
+            gated_signed = count(procs, workdir, "gated-signed", gated_argv, ports["gateway"], *sizes)
     print(
         f"user-space instructions per request (callgrind, {args.requests} requests over"
         f" {args.concurrency} connections after {WARMUP} to warm up):\n"
         f"  (b) bare aiohttp pass-through proxy  {bare:10,.0f}\n"
         f"  (e) gateway, cache hits              {gateway:10,.0f}   {gateway / bare:.2f} x (b)\n"
-        f"  (f) gateway forward-auth decision    {decision:10,.0f}   {decision / gateway:.2f} x (e)"
+        f"  (f) gateway forward-auth decision    {decision:10,.0f}   {decision / gateway:.2f} x (e)\n"
+        f"  (i) org + team route, identity token {gated_signed:10,.0f}   {gated_signed / gateway:.2f} x (e)"
     )
     return 0
 

@@ -67,7 +67,6 @@ PORTS = (
     *("sink", "upload_gateway", "upload_proxy", "workers_1", "workers_2"),
 )
 GITHUB_LATENCY = 0.05
-GATED = {"orgs": ["acme"], "teams": ["acme/sre"]}  # who may pass on the gated rows: the fake's members
 
 
 @dataclass(frozen=True)
@@ -205,10 +204,12 @@ def start_servers(lab: Lab) -> None:
     started["bare"] = servers.start_peer(procs, "bare-proxy", lab.ports["bare"], upstream)
     started["naive"] = servers.start_peer(procs, "naive-gateway", lab.ports["naive"], upstream, github)
     lab.start_gateway("gateway", "gateway", "upstream", max_concurrent_checks=s.miss_concurrency)
-    lab.start_gateway("gated", "gated", "upstream", policy=GATED)
+    lab.start_gateway("gated", "gated", "upstream", policy=servers.GATED)
     signing = {"signing_key_file": servers.signing_key(lab.workdir), "issuer": "bench"}
     lab.start_gateway("signed", "signed", "upstream", identity_token=signing)
-    lab.start_gateway("gated-signed", "gated_signed", "upstream", policy=GATED, identity_token=signing)
+    lab.start_gateway(
+        "gated-signed", "gated_signed", "upstream", policy=servers.GATED, identity_token=signing
+    )
     procs.wait_ready(started.values())
 
 

@@ -26,6 +26,7 @@ from .procs import HOST, Proc, Processes
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 CONTROL_PREFIX = "/_gateway"
+GATED = {"orgs": ["acme"], "teams": ["acme/sre"]}  # who may pass on the gated rows: the fake's members
 
 
 def url(port: int) -> str:

@@ -132,7 +132,7 @@ async def test_bytes_per_identity_is_measured_through_the_real_cache() -> None:
 
 
 def _results() -> report.Results:
-    fast = load.LoadResult(requests=1, errors=0, seconds=1.0, rps=1400.0, p50_ms=1.0, p99_ms=2.0, cpu_s=0.0)
+    fast = load.LoadResult(requests=1, errors=0, seconds=1.0, rps=1600.0, p50_ms=1.0, p99_ms=2.0, cpu_s=0.0)
     slow = load.LoadResult(requests=1, errors=0, seconds=1.0, rps=1000.0, p50_ms=1.0, p99_ms=3.0, cpu_s=0.0)
     rows = [report.Row("b", "bare", "", load=slow), report.Row("e", "gateway", "", load=fast)]
     return report.Results(meta={"summary": "test", "cpus": 2}, rows=rows)
@@ -155,14 +155,22 @@ def test_targets_are_judged_on_the_run_numbers() -> None:
     verdicts = {c.name: c.passed for c in report.checks(results)}
     # the upload through nginx was not measured here: that check says so rather than pass or fail
     assert list(verdicts.values()) == [True, True, True, False, True, False, None, None]
-    assert "(b) bare" in report.table(results) and "1.40" in report.table(results)
+    assert "(b) bare" in report.table(results) and "1.60" in report.table(results)
+
+
+def test_cache_hits_are_judged_in_every_round() -> None:
+    results = _results()
+    results.rows[0].rounds_rps = [1000.0, 1000.0, 1000.0]
+    results.rows[1].rounds_rps = [1600.0, 1600.0, 1450.0]  # the median passes, the third round does not
+    [verdict] = [c for c in report.checks(results) if c.name.startswith("cache-hit req/s")]
+    assert verdict.passed is False and "1.45x" in verdict.detail
 
 
 def test_the_json_holds_the_table_with_its_ratios(tmp_path: Path) -> None:
     results = _results()
     report.write_json(results, report.checks(results), tmp_path / "out" / "latest.json")
     data = json.loads((tmp_path / "out" / "latest.json").read_text())
-    assert [row["vs_b"]["rps"] for row in data["rows"]] == [1.0, 1.4]
+    assert [row["vs_b"]["rps"] for row in data["rows"]] == [1.0, 1.6]
     assert data["rows"][0]["vs_d"] is None and data["targets"][0]["passed"] is True
 
 
@@ -174,5 +182,5 @@ def test_the_chart_draws_every_measured_row(tmp_path: Path) -> None:
 
     svg = (tmp_path / "latest.svg").read_text()
     assert svg.startswith("<?xml") and "<svg" in svg
-    for label in ("(b) bare", "(e) gateway", "1,400", "3.0"):
+    for label in ("(b) bare", "(e) gateway", "1,600", "3.0"):
         assert label in svg, label
