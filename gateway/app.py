@@ -238,9 +238,9 @@ class Gateway:
             extras.append((self._groups_header, ",".join(groups)))
         signed = b""
         if self.identity_tokens is not None:
-            signed = self.identity_tokens.line(
+            signed = self.identity_tokens.issued(
                 caller.identity, caller.digest, route.audience, groups, route.route.path
-            )
+            ).line
         return extras, signed
 
     async def _scoped_authorization(self, caller: Caller, route: CompiledRoute) -> str:

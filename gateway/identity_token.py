@@ -28,9 +28,13 @@ from .identity import Identity
 from .signing_keys import load_public_jwk, load_signing_key
 
 
-class _Issued(NamedTuple):
+class Issued(NamedTuple):
+    """A signed identity token, held for reuse."""
+
     token: str
-    line: bytes  # its header line, checked once: what the head of every request that carries it gets
+    # its header line (`header: token` and CRLF), made and checked once per token: a head's
+    # serialiser would check its every character for every request that carries it
+    line: bytes
     renew_at: float
     identity: Identity
     groups: tuple[str, ...] | None
@@ -63,43 +67,22 @@ class IdentityTokens:
         self._max_entries = max_entries
         self._signed = signed
         self._clock = clock
-        self._issued: dict[tuple[bytes, str], _Issued] = {}
+        self._issued: dict[tuple[bytes, str], Issued] = {}
 
     def __repr__(self) -> str:
         return f"<IdentityTokens {self._key!r}: {len(self._issued)} held>"
 
-    def token(
+    def issued(
         self,
         identity: Identity,
         digest: bytes,
         audience: str,
         groups: tuple[str, ...] | None,
         route: str,
-    ) -> str:
-        """The identity token for a caller (`digest`: their GitHub token's) on a route's `audience`;
-        `groups` None when no organisation or team is configured (the claim is left out)."""
-        return self._issued_for(identity, digest, audience, groups, route).token
-
-    def line(
-        self,
-        identity: Identity,
-        digest: bytes,
-        audience: str,
-        groups: tuple[str, ...] | None,
-        route: str,
-    ) -> bytes:
-        """`token`'s, as the header line a head carries (`header: token` and CRLF): made and checked
-        once per token, where a head's serialiser would check its every character for every request."""
-        return self._issued_for(identity, digest, audience, groups, route).line
-
-    def _issued_for(
-        self,
-        identity: Identity,
-        digest: bytes,
-        audience: str,
-        groups: tuple[str, ...] | None,
-        route: str,
-    ) -> _Issued:
+    ) -> Issued:
+        """The identity token for a caller (`digest`: their GitHub token's) on a route's `audience`,
+        and its header line; `groups` None when no organisation or team is configured (the claim is
+        left out)."""
         now = self._clock()
         key = (digest, audience)
         held = self._issued.get(key)
@@ -110,7 +93,7 @@ class IdentityTokens:
         # base64url and dots only (the header's name was checked with the config)
         if not _JWS.fullmatch(token):
             raise ValueError("the signed identity token is not in JWS compact form")
-        issued = _Issued(token, f"{self.header}: {token}\r\n".encode(), renew_at, identity, groups)
+        issued = Issued(token, f"{self.header}: {token}\r\n".encode(), renew_at, identity, groups)
         if held is None and len(self._issued) >= self._max_entries:
             del self._issued[next(iter(self._issued))]  # the oldest: past its renewal, most likely
         self._issued[key] = issued

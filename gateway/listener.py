@@ -69,8 +69,8 @@ class ClientGone(ConnectionResetError):
 
 
 class Request:
-    """One parsed request on a connection: its line and headers, its body to read, and where its
-    answer goes (`answer`, `stream`, `tunnel`)."""
+    """One parsed request on a connection: its line and headers, its body to read, and its answer
+    when it is not an `Answer` returned whole: streamed (`stream`) or a tunnel (`tunnel`)."""
 
     __slots__ = ("_connection", "_query", "content", "headers", "keep_alive", "method", "raw_path", "version")
 

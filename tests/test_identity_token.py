@@ -329,12 +329,12 @@ def test_a_held_token_is_renewed_once_half_its_lifetime_is_gone(tmp_path: Path) 
     clock = [1_800_000_000.0]
     tokens = _tokens(tmp_path, clock)
     alice = Identity("alice", 7, ("repo",), None, CLIENT_ID)
-    first = tokens.token(alice, b"a", "aud", None, "/")
+    first = tokens.issued(alice, b"a", "aud", None, "/").token
 
     clock[0] += 29
-    assert tokens.token(alice, b"a", "aud", None, "/") == first
+    assert tokens.issued(alice, b"a", "aud", None, "/").token == first
     clock[0] += 1
-    renewed = tokens.token(alice, b"a", "aud", None, "/")
+    renewed = tokens.issued(alice, b"a", "aud", None, "/").token
     assert renewed != first
     assert pyjwt.decode(renewed, options={"verify_signature": False})["iat"] == 1_800_000_030
 
@@ -342,10 +342,10 @@ def test_a_held_token_is_renewed_once_half_its_lifetime_is_gone(tmp_path: Path) 
 def test_a_changed_identity_or_groups_gets_a_new_token(tmp_path: Path) -> None:
     tokens = _tokens(tmp_path, [1_800_000_000.0])
     alice = Identity("alice", 7, ("repo",), None, CLIENT_ID)
-    first = tokens.token(alice, b"a", "aud", ("acme",), "/")
+    first = tokens.issued(alice, b"a", "aud", ("acme",), "/").token
 
-    regrouped = tokens.token(alice, b"a", "aud", (), "/")
-    rescoped = tokens.token(alice._replace(scopes=()), b"a", "aud", (), "/")
+    regrouped = tokens.issued(alice, b"a", "aud", (), "/").token
+    rescoped = tokens.issued(alice._replace(scopes=()), b"a", "aud", (), "/").token
 
     assert len({first, regrouped, rescoped}) == 3
     assert pyjwt.decode(regrouped, options={"verify_signature": False})["groups"] == []
@@ -354,12 +354,12 @@ def test_a_changed_identity_or_groups_gets_a_new_token(tmp_path: Path) -> None:
 def test_tokens_held_are_bounded(tmp_path: Path) -> None:
     tokens = _tokens(tmp_path, [1_800_000_000.0], max_entries=2)
     alice = Identity("alice", 7, (), None, CLIENT_ID)
-    first = tokens.token(alice, b"a", "aud", None, "/")
-    tokens.token(alice, b"b", "aud", None, "/")
-    tokens.token(alice, b"c", "aud", None, "/")
+    first = tokens.issued(alice, b"a", "aud", None, "/").token
+    tokens.issued(alice, b"b", "aud", None, "/")
+    tokens.issued(alice, b"c", "aud", None, "/")
 
     assert "2 held" in repr(tokens)
-    assert tokens.token(alice, b"a", "aud", None, "/") != first  # the oldest was let go
+    assert tokens.issued(alice, b"a", "aud", None, "/").token != first  # the oldest was let go
 
 
 async def test_the_readmes_python_verifier_works_as_written(
@@ -397,9 +397,9 @@ def test_a_tokens_header_line_is_the_header_and_the_token_and_nothing_else(
     # the line goes into heads past the serialiser's CR/LF check: it is made from a compact JWS only
     tokens = _tokens(tmp_path, [1_800_000_000.0])
     alice = Identity("alice", 7, (), None, CLIENT_ID)
-    token = tokens.token(alice, b"a", "aud", None, "/")
-    assert tokens.line(alice, b"a", "aud", None, "/") == f"X-Auth-Jwt: {token}\r\n".encode()
+    token = tokens.issued(alice, b"a", "aud", None, "/").token
+    assert tokens.issued(alice, b"a", "aud", None, "/").line == f"X-Auth-Jwt: {token}\r\n".encode()
 
     monkeypatch.setattr(tokens, "_sign", lambda *_: ("a.b.c\r\nX-Injected: 1", 1_800_000_030.0))
     with pytest.raises(ValueError, match="compact form"):
-        tokens.line(alice, b"other", "aud", None, "/")
+        tokens.issued(alice, b"other", "aud", None, "/")
