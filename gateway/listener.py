@@ -299,6 +299,7 @@ class Connection(BaseProtocol):
 
     __slots__ = (
         "_current",
+        "_ended",
         "_head_bytes",
         "_head_since",
         "_idle_since",
@@ -349,6 +350,7 @@ class Connection(BaseProtocol):
         self._tunnel_done: asyncio.Future[None] | None = None
         self._upgrading = False  # the request in hand asks to switch protocols; what follows is held
         self._refused = False  # the parser refused what came: nothing more is read
+        self._ended = False  # the client half-closed: the connection closes once its requests are answered
         self._current: tuple[RawRequestMessage | Refusal, StreamReader] | None = None
         self.answering = False  # an answer has begun on the wire
         self.closing = False  # no request after the one being handled
@@ -474,8 +476,25 @@ class Connection(BaseProtocol):
         self._queue.append((refusal, EMPTY_PAYLOAD))
         self._wake()
 
-    def eof_received(self) -> bool | None:
-        return None  # the client half-closed: the transport closes, as aiohttp's server does
+    def eof_received(self) -> bool:
+        """The client has sent all it will (a half-close: `shutdown(SHUT_WR)`, `nc -N`): what it
+        asked before is still answered, then the connection closes. In a tunnel, the peer hears the
+        end, and may still answer."""
+        if self._peer is not None:
+            if self._peer.can_write_eof():
+                self._peer.write_eof()
+            return True
+        self._ended = True
+        current = self._current_payload()
+        parser, self._parser = self._parser, None  # nothing more comes to parse
+        if parser is not None:
+            try:
+                parser.feed_eof()
+            except HttpProcessingError as error:  # a body cut short: its reader says so
+                if current is not None and not current.is_eof():
+                    current.set_exception(RequestPayloadError(str(error)))
+        # nothing in hand (idle, or not a request yet): closed now
+        return self._task is not None and (self._waiter is None or self._waiter.done())
 
     # -- handling
 
@@ -509,7 +528,7 @@ class Connection(BaseProtocol):
                 if self.closing:
                     break
             self._current = None
-            if self.closing:
+            if self.closing or self._ended:
                 break
             self._idle_since = loop.time()
             server.idle(self)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 
-from .support.sockets import read_response, statuses
-from .support.world import Gateway, World
+from .support.sockets import SMUGGLED, body_of, read_response, statuses
+from .support.world import Gateway, GatewayFactory, World
 
 
 async def test_a_hundred_pipelined_requests_are_answered_in_order_on_one_connection(
@@ -72,3 +72,48 @@ async def test_a_websocket_frame_sent_with_the_upgrade_reaches_the_upstream_and_
     closing = await asyncio.wait_for(reader.read(), 5)  # the upstream's close frame, then EOF
     writer.close()
     assert closing[:1] == b"\x88"
+
+
+async def test_a_client_that_half_closes_after_its_requests_gets_every_answer(
+    gateway: Gateway, world: World
+) -> None:
+    # `printf '...' | nc -N`: the requests, then the client's end of the connection shut for writing
+    token = world.github.add_token("alice", 7)
+    requests = b"".join(
+        f"GET /svc/{n} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode() for n in (1, 2)
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(requests)
+    writer.write_eof()
+    answers = await asyncio.wait_for(reader.read(), 5)  # until the gateway closes, after both
+    writer.close()
+    assert statuses(answers) == [200, 200]
+    assert b'"/svc/1"' in answers and b'"/svc/2"' in answers
+
+
+async def test_a_body_whose_chunking_breaks_midway_is_400_and_nothing_more_is_read(
+    start_gateway: GatewayFactory,
+) -> None:
+    # the request is already on its way upstream when a malformed chunk size arrives
+    forwarded = asyncio.Event()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        forwarded.set()
+        await reader.read()  # until the gateway gives up on this request
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gateway = await start_gateway(
+        routes=[{"path": "/", "upstream": f"http://127.0.0.1:{port}", "auth": "none"}]
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    await asyncio.wait_for(forwarded.wait(), 5)
+    writer.write(b"0x3\r\nabc\r\n0\r\n\r\n" + SMUGGLED)
+    answer = await asyncio.wait_for(reader.read(), 5)  # until the gateway closes
+    writer.close()
+    server.close()
+    assert statuses(answer) == [400]
+    assert body_of(answer)["message"] == "the request body is malformed"

@@ -11,11 +11,12 @@ import re
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 from yarl import URL
 
 from ..accesslog import UPSTREAM_CUT, AccessRecord
-from ..errors import BadGateway, GatewayTimeout, PayloadTooLarge, RequestTimeout
+from ..errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge, RequestTimeout
 from ..headers import HeaderRules, response_headers
 from ..listener import Answer, ClientGone, Request, Response, Stream, Tunnel
 from ..policy import CompiledRoute
@@ -160,6 +161,10 @@ class Forwarder:
             raise RequestTimeout(
                 f"the request body sent nothing for {self._body_timeout:g}s", close=True
             ) from exc
+        except RequestPayloadError as exc:  # llhttp refused the body's framing as it arrived
+            raise BadRequest("the request body is malformed", close=True) from exc
+        except ConnectionResetError as exc:  # the client went away mid-body: nobody to answer
+            raise BadRequest("the client closed the connection before its body was sent", close=True) from exc
 
     async def _relay(
         self,
