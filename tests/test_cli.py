@@ -24,7 +24,7 @@ from gateway.metrics import FLUSH_INTERVAL_ENV
 from gateway.testing.echo import echo_app
 from gateway.testing.fake_github import FakeGitHub
 
-from .support.headers import bearer, status_of
+from .support.headers import bearer, seen_headers, status_of
 from .support.metrics import sample
 from .support.processes import REPO, children, eventually, rss_kib, serving
 from .support.sockets import free_port
@@ -285,7 +285,9 @@ async def test_serve_speaks_tls_with_the_configured_certificate(
         session.get(url + "/x", headers=bearer(token), ssl=context) as resp,
     ):
         assert resp.status == 200
-        assert (await resp.json())["path"] == "/x"
+        echo = await resp.json()
+    assert echo["path"] == "/x"
+    assert seen_headers(echo, "X-Forwarded-Proto") == ["https"]  # the upstream hears how the caller came
 
 
 async def test_sigterm_lets_a_request_in_flight_finish(
