@@ -19,14 +19,23 @@ from .accesslog import AccessLog, AccessRecord
 from .auth import Authenticator, Caller, SignInHelp, authorization
 from .config import Config
 from .control import Control
-from .errors import BadRequest, InternalError, InvalidToken, NoRoute, Redirect, Refusal, Unauthenticated
+from .errors import (
+    BadRequest,
+    ClientClosedRequest,
+    InternalError,
+    InvalidToken,
+    NoRoute,
+    Redirect,
+    Refusal,
+    Unauthenticated,
+)
 from .github import GitHubClient
 from .headers import HeaderRules, request_id
 from .identity import token_id
 from .identity.cache import IdentityCache
 from .identity.redis import RedisTier
 from .identity_token import IdentityTokens
-from .listener import Answer, Request, Response
+from .listener import Answer, ClientGone, Request, Response
 from .membership import Membership
 from .paths import split_target
 from .policy import CompiledRoute, RouteTable
@@ -134,7 +143,12 @@ class Gateway:
         try:
             response = await self._dispatch(request, record)
         except Exception as exc:  # every one, so that every request gets its answer and its log line
-            refusal = exc if isinstance(exc, Refusal) else _internal_error(exc, request, record)
+            if isinstance(exc, Refusal):
+                refusal = exc
+            elif isinstance(exc, ClientGone):  # the client left while its answer was being begun
+                refusal = ClientClosedRequest("the client closed the connection", close=True)
+            else:
+                refusal = _internal_error(exc, request, record)
             refused = refusal.code
             response = refusal_response(refusal)
             response.headers["X-Request-Id"] = record.request_id

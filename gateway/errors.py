@@ -179,6 +179,13 @@ class BadRequest(Refusal):
     status, code = 400, "bad_request"
 
 
+class ClientClosedRequest(Refusal):
+    """The client's connection was gone before its answer could be written: nobody reads this. 499,
+    nginx's status for it, is what the access log and the metrics show."""
+
+    status, code = 499, "client_closed_request"
+
+
 class NoRoute(Refusal):
     status, code = 404, "not_found"
 

@@ -5,8 +5,14 @@ WebSocket tunnel that carries the bytes sent before the 101 and closes both ways
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import socket
+import struct
 
+import pytest
+
+from .support.processes import eventually
 from .support.sockets import SMUGGLED, body_of, read_response, statuses
 from .support.world import Gateway, GatewayFactory, World
 
@@ -117,3 +123,34 @@ async def test_a_body_whose_chunking_breaks_midway_is_400_and_nothing_more_is_re
     server.close()
     assert statuses(answer) == [400]
     assert body_of(answer)["message"] == "the request body is malformed"
+
+
+async def test_a_client_that_resets_before_its_answer_is_logged_499_and_nothing_is_an_error(
+    start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    asked, gone = asyncio.Event(), asyncio.Event()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        asked.set()
+        await gone.wait()  # answers once the client is gone: streamed, its length unknown
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gateway = await start_gateway(
+        routes=[{"path": "/", "upstream": f"http://127.0.0.1:{port}", "auth": "none"}]
+    )
+    _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(asked.wait(), 5)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()  # a reset, not a close: the gateway's end is gone at once
+    gone.set()
+    await eventually(lambda: len(gateway.log_lines()) == 1, "the request's access-log line", within=5)
+    server.close()
+    assert [(line["path"], line["status"]) for line in gateway.log_lines()] == [("/slow", 499)]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
