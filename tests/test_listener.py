@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
-import struct
 
 import pytest
 
 from .support.processes import eventually
 from .support.sockets import SMUGGLED, body_of, read_response, statuses
+from .support.upstreams import raw_upstream, reset
 from .support.world import Gateway, GatewayFactory, World
 
 
@@ -104,23 +103,17 @@ async def test_a_body_whose_chunking_breaks_midway_is_400_and_nothing_more_is_re
     forwarded = asyncio.Event()
 
     async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
         forwarded.set()
         await reader.read()  # until the gateway gives up on this request
-        writer.close()
 
-    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    gateway = await start_gateway(
-        routes=[{"path": "/", "upstream": f"http://127.0.0.1:{port}", "auth": "none"}]
-    )
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-    await asyncio.wait_for(forwarded.wait(), 5)
-    writer.write(b"0x3\r\nabc\r\n0\r\n\r\n" + SMUGGLED)
-    answer = await asyncio.wait_for(reader.read(), 5)  # until the gateway closes
-    writer.close()
-    server.close()
+    async with raw_upstream(upstream) as url:
+        gateway = await start_gateway(routes=[{"path": "/", "upstream": url, "auth": "none"}])
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await asyncio.wait_for(forwarded.wait(), 5)
+        writer.write(b"0x3\r\nabc\r\n0\r\n\r\n" + SMUGGLED)
+        answer = await asyncio.wait_for(reader.read(), 5)  # until the gateway closes
+        writer.close()
     assert statuses(answer) == [400]
     assert body_of(answer)["message"] == "the request body is malformed"
 
@@ -130,27 +123,19 @@ async def test_a_client_that_resets_before_its_answer_is_logged_499_and_nothing_
 ) -> None:
     asked, gone = asyncio.Event(), asyncio.Event()
 
-    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+    async def upstream(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         asked.set()
         await gone.wait()  # answers once the client is gone: streamed, its length unknown
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
         await writer.drain()
-        writer.close()
 
-    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    gateway = await start_gateway(
-        routes=[{"path": "/", "upstream": f"http://127.0.0.1:{port}", "auth": "none"}]
-    )
-    _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-    await asyncio.wait_for(asked.wait(), 5)
-    sock = writer.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()  # a reset, not a close: the gateway's end is gone at once
-    gone.set()
-    await eventually(lambda: len(gateway.log_lines()) == 1, "the request's access-log line", within=5)
-    server.close()
+    async with raw_upstream(upstream) as url:
+        gateway = await start_gateway(routes=[{"path": "/", "upstream": url, "auth": "none"}])
+        _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(asked.wait(), 5)
+        reset(writer)  # a reset, not a close: the gateway's end is gone at once
+        gone.set()
+        await eventually(lambda: len(gateway.log_lines()) == 1, "the request's access-log line", within=5)
     assert [(line["path"], line["status"]) for line in gateway.log_lines()] == [("/slow", 499)]
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -9,43 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from ..support.sockets import exchange, raw, read_response, statuses
+from ..support.upstreams import raw_upstream, reset
 from ..support.world import GatewayFactory
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def raw_upstream(handle: Handler) -> AsyncIterator[str]:
-    """An upstream written byte by byte: `handle` gets each connection once its request head is read."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            await reader.readuntil(b"\r\n\r\n")
-            await handle(reader, writer)
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close with a TCP reset instead of a FIN: what a crashing upstream or a middlebox does."""
-    sock = writer.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
 
 
 @pytest.mark.parametrize("ending", ["reset", "close"])
@@ -61,7 +31,7 @@ async def test_an_answer_delimited_by_close_and_cut_by_a_reset_reaches_the_calle
         await writer.drain()
         await seen_part.wait()
         if ending == "reset":
-            _reset(writer)
+            reset(writer)
         else:
             writer.write(b"second part")
             await writer.drain()

@@ -3,7 +3,12 @@ behind the gateway, not just what the caller got back."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
@@ -67,3 +72,33 @@ class RecordingUpstream:
                 "body_sha256": hashlib.sha256(seen.body).hexdigest(),
             }
         )
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_upstream(handle: Handler) -> AsyncIterator[str]:
+    """An upstream written byte by byte (its URL): `handle` gets each connection once its request
+    head is read."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            await handle(reader, writer)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset instead of a FIN: what a crashing peer or a middlebox does."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
