@@ -57,7 +57,7 @@ MAX_LINE = 8190  # aiohttp's defaults, stated: a request line or header field lo
 MAX_QUEUED = 32  # pipelined requests parsed ahead of the one being handled; then reading pauses
 LINGER = 5.0  # seconds a body left unread is read and dropped before the connection closes
 
-__all__ = ["READ_BUFSIZE", "Answer", "ClientGone", "Request", "Stream", "make_runner"]
+__all__ = ["Answer", "ClientGone", "Request", "Stream", "make_runner"]
 
 
 class ClientGone(ConnectionResetError):
@@ -382,16 +382,8 @@ class Connection(BaseProtocol):
         for _, payload in self._queue:
             if not payload.is_eof():
                 payload.set_exception(gone)
-        current = self._current_payload()
-        if self._parser is not None:
-            try:
-                self._parser.feed_eof()
-            except HttpProcessingError as error:  # a body cut short: its reader says so
-                if current is not None and not current.is_eof():
-                    current.set_exception(RequestPayloadError(str(error)))
-        if current is not None and not current.is_eof():
-            current.set_exception(gone)
-        self._parser = None
+        self._end_input()
+        self._cut_body(gone)
         if self._peer is not None:
             self._peer.close()
         if self._tunnel_done is not None and not self._tunnel_done.done():
@@ -399,8 +391,24 @@ class Connection(BaseProtocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # the idle task ends
 
-    def _current_payload(self) -> StreamReader | None:
-        return self._current[1] if self._current is not None else None
+    def _cut_body(self, exc: BaseException) -> None:
+        """The body of the request in hand will not come whole: its reader raises `exc`."""
+        if self._current is not None and not self._current[1].is_eof():
+            self._current[1].set_exception(exc)
+
+    def _end_input(self) -> None:
+        """Nothing more will arrive: the parser hears the end, and a body it leaves cut short says so."""
+        parser, self._parser = self._parser, None
+        if parser is not None:
+            try:
+                parser.feed_eof()
+            except HttpProcessingError as error:
+                self._cut_body(RequestPayloadError(str(error)))
+
+    @property
+    def _idle(self) -> bool:
+        """No request in hand: before the first, or waiting for the next."""
+        return self._task is None or (self._waiter is not None and not self._waiter.done())
 
     def close(self) -> None:
         """Close now (what was written is still sent)."""
@@ -410,7 +418,7 @@ class Connection(BaseProtocol):
     def shut(self) -> None:
         """Close once the request in hand is answered; at once when there is none."""
         self.closing = True
-        if self._task is None or self._waiter is not None:
+        if self._idle:
             self.close()
 
     # -- reading
@@ -470,9 +478,7 @@ class Connection(BaseProtocol):
         """Answer `refusal` after the requests before it, then close; nothing more is read."""
         self._head_since = None
         self._refused = True
-        payload = self._current_payload()
-        if payload is not None and not payload.is_eof():  # the request in hand: its body is cut short
-            payload.set_exception(RequestPayloadError("the request body is malformed"))
+        self._cut_body(RequestPayloadError("the request body is malformed"))
         self._queue.append((refusal, EMPTY_PAYLOAD))
         self._wake()
 
@@ -485,16 +491,8 @@ class Connection(BaseProtocol):
                 self._peer.write_eof()
             return True
         self._ended = True
-        current = self._current_payload()
-        parser, self._parser = self._parser, None  # nothing more comes to parse
-        if parser is not None:
-            try:
-                parser.feed_eof()
-            except HttpProcessingError as error:  # a body cut short: its reader says so
-                if current is not None and not current.is_eof():
-                    current.set_exception(RequestPayloadError(str(error)))
-        # nothing in hand (idle, or not a request yet): closed now
-        return self._task is not None and (self._waiter is None or self._waiter.done())
+        self._end_input()
+        return not self._idle  # nothing in hand: closed now
 
     # -- handling
 
@@ -623,10 +621,6 @@ class Connection(BaseProtocol):
         if self._buffer_paused:
             self._resume_reading_for_buffer()
         return Tunnel(self._tunnel_done)
-
-    def tunnel_ended(self) -> None:
-        """The peer closed its end: close this one once what it sent is written."""
-        self.close()
 
     def resume_reading(self, resume_parser: bool = True) -> None:
         # a body's reader calls this after every read; only a paused connection has anything to resume

@@ -62,9 +62,9 @@ class UpstreamConnection(BaseProtocol):
     flow-controlled `StreamReader` and its writer for bodies, and does the rest in a few calls.
 
     SECURITY: bytes the upstream sends beyond its answer never become another exchange's answer: a
-    second answer in the same exchange, or bytes while no exchange is in flight, close the connection
-    (it is never reused), and each exchange's parser is new, so what llhttp held of the last one is
-    dropped with it.
+    second answer in the same read, or bytes arriving once the answer was whole, retire the connection
+    (it is closed, never reused), and each exchange's parser is new, so what llhttp held of the last
+    one (the start of a head, in the same read as the answer's end) is dropped with it.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -93,9 +93,6 @@ class UpstreamConnection(BaseProtocol):
             and self._payload is not None
             and self._payload.is_eof()
         )
-
-    def is_connected(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
 
     def send_head(
         self,
@@ -175,10 +172,13 @@ class UpstreamConnection(BaseProtocol):
         if data:
             self._last = self._loop.time()
         parser = self._parser
+        if data and (
+            parser is None or self._answer is None or (self._payload is not None and self._payload.is_eof())
+        ):
+            self._stray = True  # bytes before any exchange, or after its answer was whole
+            self.close()
+            return
         if parser is None or self._answer is None:
-            if data:  # bytes before any exchange: the connection goes
-                self._stray = True
-                self.close()
             return
         try:
             messages, upgraded, _ = parser.feed_data(data)
